@@ -17,7 +17,7 @@ export class BootTimeout extends Schema.TaggedError<BootTimeout>()("BootTimeout"
   timeoutMillis: Schema.Number,
   kernelLogTail: Schema.String
 }) {
-  get message(): string {
+  override get message(): string {
     return `the guest did not become ready within ${this.timeoutMillis} ms\n--- kernel log tail ---\n${this.kernelLogTail}`
   }
 }
@@ -35,7 +35,7 @@ export class CommandTimeout extends Schema.TaggedError<CommandTimeout>()("Comman
   stdout: Schema.String,
   stderr: Schema.String
 }) {
-  get message(): string {
+  override get message(): string {
     return `command timed out after ${this.timeoutMillis} ms and was killed: ${truncate(this.command, 200)}`
   }
 }
@@ -53,7 +53,7 @@ export class OutputLimitExceeded extends Schema.TaggedError<OutputLimitExceeded>
   stdout: Schema.String,
   stderr: Schema.String
 }) {
-  get message(): string {
+  override get message(): string {
     return `command output exceeded ${this.maxOutputBytes} bytes and was killed: ${truncate(this.command, 200)}`
   }
 }
@@ -68,7 +68,7 @@ export class AssetError extends Schema.TaggedError<AssetError>()("AssetError", {
   asset: Schema.String,
   reason: Schema.String
 }) {
-  get message(): string {
+  override get message(): string {
     return `asset "${this.asset}": ${this.reason}`
   }
 }
@@ -84,7 +84,7 @@ export class MachineError extends Schema.TaggedError<MachineError>()("MachineErr
   reason: Schema.String,
   consoleTail: Schema.String
 }) {
-  get message(): string {
+  override get message(): string {
     return this.consoleTail.length > 0
       ? `${this.reason}\n--- console tail ---\n${this.consoleTail}`
       : this.reason
@@ -100,7 +100,7 @@ export class MachineError extends Schema.TaggedError<MachineError>()("MachineErr
 export class InvalidOptions extends Schema.TaggedError<InvalidOptions>()("InvalidOptions", {
   issues: Schema.Array(Schema.String)
 }) {
-  get message(): string {
+  override get message(): string {
     return `invalid options:\n${this.issues.map((issue) => `  - ${issue}`).join("\n")}`
   }
 }

@@ -80,7 +80,7 @@ export const encodeFrame = (frame: Frame): Uint8Array => {
  * (used before the agent's READY frame, when the console may carry boot noise).
  */
 export class FrameDecoder {
-  private buffer = new Uint8Array(0)
+  private buffer: Uint8Array = new Uint8Array(0)
   skipNoise: boolean
 
   constructor(options?: { readonly skipNoise?: boolean | undefined }) {

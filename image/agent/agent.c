@@ -1,0 +1,1226 @@
+/*
+ * v86box-agent: the guest side of v86box.
+ *
+ * It runs `bash -c` commands for the host and speaks the framed protocol of
+ * docs/protocol.md (version 1) on the virtio console. Keep the two in step.
+ *
+ * As PID 1 it forks: the parent reaps orphans and powers the machine off if the
+ * agent dies; the child is the agent. Everything the agent does happens in one
+ * poll() loop over the console, the commands' pipes and a signalfd for SIGCHLD.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/random.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/reboot.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+#define AGENT_VERSION "0.1.0"
+#define PROTOCOL_VERSION "1"
+
+#define MAGIC_0 0x56
+#define MAGIC_1 0xBB
+#define HEADER_SIZE 12
+#define MAX_PAYLOAD 65536
+#define MAX_PING_PAYLOAD 64
+#define INITIAL_CREDIT 262144
+#define STDIN_WINDOW 65536
+#define DRAIN_TIMEOUT_MS 200
+#define START_ERROR_MAX 1024
+
+enum frame_type {
+	FRAME_PING = 0x02,
+	FRAME_INIT = 0x04,
+	FRAME_EXEC = 0x10,
+	FRAME_STDIN = 0x11,
+	FRAME_SIGNAL = 0x12,
+	FRAME_CREDIT = 0x13,
+	FRAME_READY = 0x80,
+	FRAME_PONG = 0x82,
+	FRAME_INIT_OK = 0x84,
+	FRAME_STARTED = 0x90,
+	FRAME_STDOUT = 0x91,
+	FRAME_STDERR = 0x92,
+	FRAME_EXIT = 0x93,
+	FRAME_STDIN_ACK = 0x94,
+	FRAME_ERROR = 0x95,
+};
+
+/* A command's stdout or stderr pipe, as the agent reads it. */
+struct output {
+	int fd; /* read end, -1 once done */
+	uint8_t frame_type; /* FRAME_STDOUT or FRAME_STDERR */
+	int64_t left; /* past the drain deadline: bytes still to send before closing; else -1 */
+};
+
+/* One running command. Channels live from EXEC until EXIT has been sent. */
+struct channel {
+	struct channel *next;
+	uint32_t id;
+	pid_t pid;
+	struct output outputs[2]; /* stdout, stderr */
+	int stdin_fd; /* write end, -1 if stdin is /dev/null or closed */
+	unsigned char *stdin_buf; /* STDIN payload not yet written, at most STDIN_WINDOW bytes */
+	size_t stdin_start;
+	size_t stdin_len;
+	bool stdin_eof; /* the host closed stdin: close the pipe once the buffer is written */
+	uint64_t credit;
+	bool exited;
+	int32_t exit_code;
+	uint32_t exit_signal;
+	int64_t drain_deadline; /* monotonic ms: stop waiting for EOF on the pipes after this */
+	bool past_deadline;
+};
+
+struct exec_request {
+	const char *cmd;
+	const char *cwd;
+	bool set_ids;
+	uid_t uid;
+	gid_t gid;
+	bool stdin_pipe;
+	const char **env; /* NAME=value strings, in the order given */
+	size_t env_count;
+};
+
+/* What a pollfd after the first two is for: a channel's output, or its stdin if output is NULL. */
+struct poll_slot {
+	struct channel *channel;
+	struct output *output;
+};
+
+static int console_in = -1;
+static int console_out = -1;
+static int sigchld_fd = -1;
+static struct channel *channels;
+static struct rlimit original_nofile;
+
+static unsigned char frame_in[HEADER_SIZE + MAX_PAYLOAD];
+static size_t frame_in_len;
+static bool resyncing; /* after a malformed frame: skipping to the next magic */
+static unsigned char frame_out[HEADER_SIZE + MAX_PAYLOAD];
+static char problem_text[160]; /* for messages built on the fly, used at once */
+
+static void warn(const char *format, ...)
+{
+	va_list args;
+	va_start(args, format);
+	fputs("v86box-agent: ", stderr);
+	vfprintf(stderr, format, args);
+	fputc('\n', stderr);
+	va_end(args);
+}
+
+static void die(const char *what)
+{
+	warn("%s: %s", what, strerror(errno));
+	exit(1);
+}
+
+static const char *failed(const char *what)
+{
+	snprintf(problem_text, sizeof problem_text, "%s: %s", what, strerror(errno));
+	return problem_text;
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	if (clock_gettime(CLOCK_MONOTONIC, &ts) < 0)
+		die("clock_gettime");
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void close_fd(int *fd)
+{
+	if (*fd >= 0)
+		close(*fd);
+	*fd = -1;
+}
+
+static bool set_nonblocking(int fd)
+{
+	int flags = fcntl(fd, F_GETFL);
+	return flags >= 0 && fcntl(fd, F_SETFL, flags | O_NONBLOCK) == 0;
+}
+
+static void put_u32(unsigned char *p, uint32_t n)
+{
+	p[0] = n & 0xff;
+	p[1] = (n >> 8) & 0xff;
+	p[2] = (n >> 16) & 0xff;
+	p[3] = (n >> 24) & 0xff;
+}
+
+static uint32_t get_u32(const unsigned char *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* Writes everything, also to a non-blocking fd (then it waits for POLLOUT). */
+static int write_all(int fd, const unsigned char *data, size_t len)
+{
+	while (len > 0) {
+		ssize_t n = write(fd, data, len);
+		if (n > 0) {
+			data += n;
+			len -= (size_t)n;
+		} else if (n < 0 && errno == EAGAIN) {
+			struct pollfd writable = { .fd = fd, .events = POLLOUT };
+			if (poll(&writable, 1, -1) < 0 && errno != EINTR)
+				return -1;
+		} else if (n < 0 && errno != EINTR) {
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* The payload may already sit in frame_out after the header (output is read there). */
+static void send_frame(uint8_t type, uint32_t channel, const void *payload, size_t len)
+{
+	unsigned char *header = frame_out;
+	header[0] = MAGIC_0;
+	header[1] = MAGIC_1;
+	header[2] = type;
+	header[3] = 0;
+	put_u32(header + 4, channel);
+	put_u32(header + 8, (uint32_t)len);
+	if (payload != frame_out + HEADER_SIZE && len > 0)
+		memmove(frame_out + HEADER_SIZE, payload, len);
+	/* Without the console the agent is useless: as PID 1's child, dying powers off. */
+	if (write_all(console_out, frame_out, HEADER_SIZE + len) < 0)
+		die("console write");
+}
+
+static void send_u32(uint8_t type, uint32_t channel, uint32_t n)
+{
+	unsigned char payload[4];
+	put_u32(payload, n);
+	send_frame(type, channel, payload, sizeof payload);
+}
+
+static void send_error(uint32_t channel, const char *format, ...)
+{
+	char *message = (char *)frame_out + HEADER_SIZE;
+	va_list args;
+	va_start(args, format);
+	int len = vsnprintf(message, MAX_PAYLOAD, format, args);
+	va_end(args);
+	if (len < 0)
+		len = 0;
+	if (len >= MAX_PAYLOAD)
+		len = MAX_PAYLOAD - 1;
+	send_frame(FRAME_ERROR, channel, message, (size_t)len);
+}
+
+static void send_ready(void)
+{
+	static const char pairs[] = "protocol\0" PROTOCOL_VERSION "\0agent\0" AGENT_VERSION;
+	send_frame(FRAME_READY, 0, pairs, sizeof pairs);
+}
+
+/* Pairs are NUL-terminated strings, alternately key and value. */
+static bool pairs_valid(const unsigned char *payload, size_t len)
+{
+	size_t strings = 0;
+	if (len > 0 && payload[len - 1] != 0)
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if (payload[i] == 0)
+			strings++;
+	return strings % 2 == 0;
+}
+
+/* Steps through valid pairs; returns false at the end. */
+static bool next_pair(const char **position, const char *end, const char **key, const char **value)
+{
+	if (*position >= end)
+		return false;
+	*key = *position;
+	*value = *key + strlen(*key) + 1;
+	*position = *value + strlen(*value) + 1;
+	return true;
+}
+
+static bool parse_u64(const char *text, uint64_t max, uint64_t *out)
+{
+	uint64_t n = 0;
+	if (*text == 0)
+		return false;
+	for (; *text; text++) {
+		if (*text < '0' || *text > '9')
+			return false;
+		unsigned digit = (unsigned)(*text - '0');
+		if (n > (max - digit) / 10)
+			return false;
+		n = n * 10 + digit;
+	}
+	*out = n;
+	return true;
+}
+
+static struct channel *find_channel(uint32_t id)
+{
+	for (struct channel *channel = channels; channel; channel = channel->next)
+		if (channel->id == id)
+			return channel;
+	return NULL;
+}
+
+static void free_channel(struct channel *channel)
+{
+	close_fd(&channel->outputs[0].fd);
+	close_fd(&channel->outputs[1].fd);
+	close_fd(&channel->stdin_fd);
+	free(channel->stdin_buf);
+	free(channel);
+}
+
+static const char *home_for(uid_t uid)
+{
+	if (uid == 0)
+		return "/root";
+	if (uid == 1000)
+		return "/home/user";
+	return "/";
+}
+
+/* Returns an error message, or NULL with *request filled (request->env is malloc'd). */
+static const char *parse_exec(const unsigned char *payload, size_t len, struct exec_request *request)
+{
+	const char *end = (const char *)payload + len;
+	const char *position, *key, *value;
+	bool uid_given = false, gid_given = false;
+	uint64_t number;
+
+	memset(request, 0, sizeof *request);
+	if (!pairs_valid(payload, len))
+		return "malformed EXEC pairs";
+	request->env = malloc((len / 2 + 1) * sizeof *request->env);
+	if (!request->env)
+		return "out of memory";
+	position = (const char *)payload;
+	while (next_pair(&position, end, &key, &value)) {
+		if (strcmp(key, "cmd") == 0) {
+			request->cmd = value;
+		} else if (strcmp(key, "cwd") == 0) {
+			request->cwd = value;
+		} else if (strcmp(key, "uid") == 0) {
+			if (!parse_u64(value, UINT32_MAX - 1, &number))
+				return "bad uid";
+			request->uid = (uid_t)number;
+			uid_given = true;
+		} else if (strcmp(key, "gid") == 0) {
+			if (!parse_u64(value, UINT32_MAX - 1, &number))
+				return "bad gid";
+			request->gid = (gid_t)number;
+			gid_given = true;
+		} else if (strcmp(key, "env") == 0) {
+			if (value[0] == '=' || !strchr(value, '='))
+				return "bad env entry (want NAME=value)";
+			request->env[request->env_count++] = value;
+		} else if (strcmp(key, "stdin") == 0) {
+			if (strcmp(value, "pipe") == 0)
+				request->stdin_pipe = true;
+			else if (strcmp(value, "null") == 0)
+				request->stdin_pipe = false;
+			else
+				return "bad stdin (want pipe or null)";
+		}
+		/* Other keys are ignored, so a newer host can add optional ones. */
+	}
+	if (!request->cmd)
+		return "EXEC without cmd";
+	if (uid_given && !gid_given)
+		request->gid = request->uid;
+	request->set_ids = uid_given || gid_given;
+	return NULL;
+}
+
+/* Sets NAME=value in env (count entries, room for more), replacing an entry of the same NAME. */
+static void set_env(const char **env, size_t *count, const char *entry)
+{
+	size_t name_len = (size_t)(strchr(entry, '=') - entry) + 1;
+	for (size_t i = 0; i < *count; i++) {
+		if (strncmp(env[i], entry, name_len) == 0) {
+			env[i] = entry;
+			return;
+		}
+	}
+	env[(*count)++] = entry;
+}
+
+/* In the command child: report why it could not start, through the error pipe. */
+static _Noreturn void fail_start(int error_fd, const char *what, const char *argument)
+{
+	char message[START_ERROR_MAX];
+	int len = snprintf(message, sizeof message, "%s%s%s: %s", what, *argument ? " " : "", argument,
+			   strerror(errno));
+	if (len > (int)sizeof message - 1)
+		len = sizeof message - 1;
+	if (len > 0 && write(error_fd, message, (size_t)len) < 0) {
+		/* Nothing else can carry the message; the parent reports an unknown failure. */
+	}
+	_exit(127);
+}
+
+static void reset_signals(void)
+{
+	sigset_t none;
+	/* SIG_IGN survives execve: the command must not inherit the agent's ignored SIGPIPE. */
+	for (int sig = 1; sig < NSIG; sig++)
+		signal(sig, SIG_DFL);
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+static int write_oom_score_adj(const char *value)
+{
+	int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	int result = write(fd, value, strlen(value)) < 0 ? -1 : 0;
+	close(fd);
+	return result;
+}
+
+/* In the command child, after fork: never returns. */
+static _Noreturn void run_command(const struct exec_request *request, int stdin_fd, int stdout_fd,
+				  int stderr_fd, int error_fd)
+{
+	uid_t uid = request->set_ids ? request->uid : 0;
+	char uid_text[16], gid_text[16], user[32], home[64];
+	const char *default_env[8];
+	size_t env_count = 0;
+
+	if (setsid() < 0)
+		fail_start(error_fd, "setsid", "");
+	reset_signals();
+	/* Raising the score back from -1000 needs no privilege. A failure means the agent
+	 * could not lower its own either (no /proc), so there is nothing to undo. */
+	write_oom_score_adj("0");
+	if (setrlimit(RLIMIT_NOFILE, &original_nofile) < 0)
+		fail_start(error_fd, "setrlimit", "RLIMIT_NOFILE");
+	if (stdin_fd < 0 && (stdin_fd = open("/dev/null", O_RDONLY | O_CLOEXEC)) < 0)
+		fail_start(error_fd, "open", "/dev/null");
+	/* All three fds are >= 3 (main keeps 0-2 open), so dup2 clears their close-on-exec. */
+	if (dup2(stdin_fd, 0) < 0 || dup2(stdout_fd, 1) < 0 || dup2(stderr_fd, 2) < 0)
+		fail_start(error_fd, "dup2", "");
+	snprintf(uid_text, sizeof uid_text, "%u", (unsigned)uid);
+	snprintf(gid_text, sizeof gid_text, "%u", (unsigned)request->gid);
+	if (request->set_ids) {
+		if (setgroups(1, &request->gid) < 0)
+			fail_start(error_fd, "setgroups", gid_text);
+		if (setgid(request->gid) < 0)
+			fail_start(error_fd, "setgid", gid_text);
+		if (setuid(uid) < 0)
+			fail_start(error_fd, "setuid", uid_text);
+	}
+	snprintf(home, sizeof home, "HOME=%s", home_for(uid));
+	const char *cwd = request->cwd ? request->cwd : home + strlen("HOME=");
+	if (chdir(cwd) < 0)
+		fail_start(error_fd, "chdir", cwd);
+
+	snprintf(user, sizeof user, "%s", uid == 0 ? "root" : uid == 1000 ? "user" : uid_text);
+	char user_env[48], logname_env[48];
+	snprintf(user_env, sizeof user_env, "USER=%s", user);
+	snprintf(logname_env, sizeof logname_env, "LOGNAME=%s", user);
+	default_env[env_count++] = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+	default_env[env_count++] = home;
+	default_env[env_count++] = user_env;
+	default_env[env_count++] = logname_env;
+	default_env[env_count++] = "SHELL=/bin/bash";
+	default_env[env_count++] = "LANG=C.UTF-8";
+	default_env[env_count++] = "TERM=dumb";
+	const char **env = malloc((env_count + request->env_count + 1) * sizeof *env);
+	if (!env)
+		fail_start(error_fd, "malloc", "env");
+	memcpy(env, default_env, env_count * sizeof *env);
+	for (size_t i = 0; i < request->env_count; i++)
+		set_env(env, &env_count, request->env[i]);
+	env[env_count] = NULL;
+
+	char *argv[] = { "bash", "-c", (char *)request->cmd, NULL };
+	execve("/bin/bash", argv, (char **)env);
+	fail_start(error_fd, "exec", "/bin/bash");
+}
+
+/* Reads what the command child wrote to the error pipe before exec, up to EOF. */
+static size_t read_start_error(int fd, char *message, size_t size)
+{
+	size_t len = 0;
+	while (len < size) {
+		ssize_t n = read(fd, message + len, size - len);
+		if (n > 0)
+			len += (size_t)n;
+		else if (n == 0 || errno != EINTR)
+			break;
+	}
+	return len;
+}
+
+static void wait_for(pid_t pid)
+{
+	while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
+	}
+}
+
+/*
+ * Starts the command like posix_spawn does: errors before exec come back through a
+ * close-on-exec pipe, so a bad cwd is an ERROR frame and not a bash exit status.
+ */
+static void start_command(uint32_t id, const unsigned char *payload, size_t len)
+{
+	struct exec_request request;
+	int stdout_pipe[2] = { -1, -1 }, stderr_pipe[2] = { -1, -1 }, stdin_pipe[2] = { -1, -1 };
+	int error_pipe[2] = { -1, -1 };
+	struct channel *channel = NULL;
+	char message[START_ERROR_MAX];
+	size_t message_len;
+	pid_t pid;
+
+	const char *problem = parse_exec(payload, len, &request);
+	if (problem) {
+		send_error(id, "%s", problem);
+		goto out;
+	}
+	channel = calloc(1, sizeof *channel);
+	if (!channel) {
+		send_error(id, "out of memory");
+		goto out;
+	}
+	if (pipe2(stdout_pipe, O_CLOEXEC) < 0 || pipe2(stderr_pipe, O_CLOEXEC) < 0 ||
+	    (request.stdin_pipe && pipe2(stdin_pipe, O_CLOEXEC) < 0) || pipe2(error_pipe, O_CLOEXEC) < 0) {
+		send_error(id, "pipe: %s", strerror(errno));
+		goto out;
+	}
+	pid = fork();
+	if (pid < 0) {
+		send_error(id, "fork: %s", strerror(errno));
+		goto out;
+	}
+	if (pid == 0)
+		run_command(&request, stdin_pipe[0], stdout_pipe[1], stderr_pipe[1], error_pipe[1]);
+
+	close_fd(&stdout_pipe[1]);
+	close_fd(&stderr_pipe[1]);
+	close_fd(&stdin_pipe[0]);
+	close_fd(&error_pipe[1]);
+	message_len = read_start_error(error_pipe[0], message, sizeof message);
+	if (message_len > 0) {
+		wait_for(pid);
+		send_error(id, "%.*s", (int)message_len, message);
+		goto out;
+	}
+	if (!set_nonblocking(stdout_pipe[0]) || !set_nonblocking(stderr_pipe[0]) ||
+	    (stdin_pipe[1] >= 0 && !set_nonblocking(stdin_pipe[1]))) {
+		/* Blocking pipes would freeze the agent, so this command cannot run. */
+		int saved = errno;
+		kill(-pid, SIGKILL);
+		wait_for(pid);
+		send_error(id, "fcntl: %s", strerror(saved));
+		goto out;
+	}
+	channel->id = id;
+	channel->pid = pid;
+	channel->outputs[0] = (struct output){ .fd = stdout_pipe[0], .frame_type = FRAME_STDOUT, .left = -1 };
+	channel->outputs[1] = (struct output){ .fd = stderr_pipe[0], .frame_type = FRAME_STDERR, .left = -1 };
+	channel->stdin_fd = stdin_pipe[1];
+	stdout_pipe[0] = stderr_pipe[0] = stdin_pipe[1] = -1;
+	channel->credit = INITIAL_CREDIT;
+	channel->next = channels;
+	channels = channel;
+	channel = NULL;
+	send_u32(FRAME_STARTED, id, (uint32_t)pid);
+out:
+	close_fd(&stdout_pipe[0]);
+	close_fd(&stdout_pipe[1]);
+	close_fd(&stderr_pipe[0]);
+	close_fd(&stderr_pipe[1]);
+	close_fd(&stdin_pipe[0]);
+	close_fd(&stdin_pipe[1]);
+	close_fd(&error_pipe[0]);
+	close_fd(&error_pipe[1]);
+	free(channel);
+	free(request.env);
+}
+
+/* Drops buffered stdin, acknowledging it so the host's window never stalls. */
+static void drop_stdin(struct channel *channel)
+{
+	if (channel->stdin_len > 0)
+		send_u32(FRAME_STDIN_ACK, channel->id, (uint32_t)channel->stdin_len);
+	channel->stdin_len = 0;
+	channel->stdin_start = 0;
+	free(channel->stdin_buf);
+	channel->stdin_buf = NULL;
+	close_fd(&channel->stdin_fd);
+}
+
+static void flush_stdin(struct channel *channel)
+{
+	size_t written = 0;
+	while (channel->stdin_len > 0) {
+		ssize_t n = write(channel->stdin_fd, channel->stdin_buf + channel->stdin_start, channel->stdin_len);
+		if (n > 0) {
+			channel->stdin_start += (size_t)n;
+			channel->stdin_len -= (size_t)n;
+			written += (size_t)n;
+		} else if (errno == EAGAIN) {
+			break;
+		} else if (errno != EINTR) {
+			/* EPIPE: the command closed its stdin; what it did not read is dropped. */
+			written += channel->stdin_len;
+			channel->stdin_len = 0;
+			close_fd(&channel->stdin_fd);
+		}
+	}
+	if (written > 0)
+		send_u32(FRAME_STDIN_ACK, channel->id, (uint32_t)written);
+	if (channel->stdin_len == 0) {
+		channel->stdin_start = 0;
+		if (channel->stdin_eof)
+			drop_stdin(channel);
+	}
+}
+
+static void receive_stdin(struct channel *channel, const unsigned char *data, size_t len)
+{
+	if (len == 0) {
+		channel->stdin_eof = true;
+		if (channel->stdin_len == 0)
+			drop_stdin(channel);
+		return;
+	}
+	if (channel->stdin_fd < 0 || channel->stdin_eof) {
+		send_u32(FRAME_STDIN_ACK, channel->id, (uint32_t)len);
+		return;
+	}
+	if (channel->stdin_len + len > STDIN_WINDOW) {
+		send_error(0, "channel %u: stdin beyond the %u byte window", channel->id, STDIN_WINDOW);
+		return;
+	}
+	if (!channel->stdin_buf && !(channel->stdin_buf = malloc(STDIN_WINDOW))) {
+		send_error(0, "channel %u: out of memory for stdin", channel->id);
+		return;
+	}
+	if (channel->stdin_start + channel->stdin_len + len > STDIN_WINDOW) {
+		memmove(channel->stdin_buf, channel->stdin_buf + channel->stdin_start, channel->stdin_len);
+		channel->stdin_start = 0;
+	}
+	memcpy(channel->stdin_buf + channel->stdin_start + channel->stdin_len, data, len);
+	channel->stdin_len += len;
+}
+
+static void receive_signal(struct channel *channel, uint32_t sig)
+{
+	/* Once reaped, the group is already killed and its id may belong to someone else. */
+	if (channel->exited)
+		return;
+	if (kill(-channel->pid, (int)sig) < 0 && errno != ESRCH)
+		send_error(0, "channel %u: signal %u: %s", channel->id, sig, strerror(errno));
+}
+
+static const char *set_time(const char *value)
+{
+	uint64_t ms;
+	if (!parse_u64(value, UINT64_MAX, &ms))
+		return "bad time";
+	struct timespec ts = { .tv_sec = (time_t)(ms / 1000), .tv_nsec = (long)(ms % 1000) * 1000000 };
+	if ((uint64_t)ts.tv_sec != ms / 1000)
+		return "time out of range";
+	if (clock_settime(CLOCK_REALTIME, &ts) < 0)
+		return failed("clock_settime");
+	return NULL;
+}
+
+static int hex_digit(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+static const char *add_entropy(const char *hex)
+{
+	size_t hex_len = strlen(hex), len = hex_len / 2;
+	const char *problem = NULL;
+
+	if (hex_len % 2 != 0)
+		return "bad entropy hex";
+	struct rand_pool_info *pool = malloc(sizeof *pool + len);
+	if (!pool)
+		return "out of memory";
+	unsigned char *bytes = (unsigned char *)pool->buf;
+	for (size_t i = 0; i < len; i++) {
+		int high = hex_digit(hex[2 * i]), low = hex_digit(hex[2 * i + 1]);
+		if (high < 0 || low < 0) {
+			free(pool);
+			return "bad entropy hex";
+		}
+		bytes[i] = (unsigned char)(high << 4 | low);
+	}
+	int fd = open("/dev/urandom", O_WRONLY | O_CLOEXEC);
+	if (fd < 0 || write_all(fd, bytes, len) < 0)
+		problem = failed("write /dev/urandom");
+	/* Writing mixes the bytes in; the ioctl also credits them, so getrandom stops blocking. */
+	if (!problem && geteuid() == 0) {
+		pool->entropy_count = (int)(len * 8);
+		pool->buf_size = (int)len;
+		if (ioctl(fd, RNDADDENTROPY, pool) < 0)
+			problem = failed("RNDADDENTROPY");
+	}
+	if (fd >= 0)
+		close(fd);
+	free(pool);
+	return problem;
+}
+
+static void receive_init(const unsigned char *payload, size_t len)
+{
+	const char *end = (const char *)payload + len, *position = (const char *)payload;
+	const char *key, *value, *problem = NULL;
+
+	if (!pairs_valid(payload, len)) {
+		send_error(0, "INIT: malformed pairs");
+		return;
+	}
+	while (!problem && next_pair(&position, end, &key, &value)) {
+		if (strcmp(key, "time") == 0)
+			problem = set_time(value);
+		else if (strcmp(key, "entropy") == 0)
+			problem = add_entropy(value);
+		else if (strcmp(key, "hostname") == 0 && sethostname(value, strlen(value)) < 0)
+			problem = failed("sethostname");
+	}
+	if (problem)
+		send_error(0, "INIT: %s", problem);
+	else
+		send_frame(FRAME_INIT_OK, 0, NULL, 0);
+}
+
+static void receive_channel_frame(uint8_t type, uint32_t id, const unsigned char *payload, size_t len)
+{
+	struct channel *channel = find_channel(id);
+	if (!channel) {
+		send_error(id, "no such channel");
+		return;
+	}
+	if (type == FRAME_STDIN) {
+		receive_stdin(channel, payload, len);
+	} else if (len != 4) {
+		send_error(0, "channel %u: %s payload of %zu bytes, want 4", id,
+			   type == FRAME_SIGNAL ? "SIGNAL" : "CREDIT", len);
+	} else if (type == FRAME_SIGNAL) {
+		receive_signal(channel, get_u32(payload));
+	} else {
+		channel->credit += get_u32(payload);
+	}
+}
+
+static void receive_frame(uint8_t type, uint32_t id, const unsigned char *payload, size_t len)
+{
+	bool control = type == FRAME_PING || type == FRAME_INIT;
+	if (control != (id == 0)) {
+		send_error(0, "frame type 0x%02x on channel %u", type, id);
+		return;
+	}
+	switch (type) {
+	case FRAME_PING:
+		if (len > MAX_PING_PAYLOAD)
+			send_error(0, "PING payload of %zu bytes, at most %d", len, MAX_PING_PAYLOAD);
+		else
+			send_frame(FRAME_PONG, 0, payload, len);
+		break;
+	case FRAME_INIT:
+		receive_init(payload, len);
+		break;
+	case FRAME_EXEC:
+		if (find_channel(id))
+			send_error(0, "EXEC on channel %u, which is in use", id);
+		else
+			start_command(id, payload, len);
+		break;
+	default:
+		receive_channel_frame(type, id, payload, len);
+		break;
+	}
+}
+
+static bool known_type(uint8_t type)
+{
+	switch (type) {
+	case FRAME_PING:
+	case FRAME_INIT:
+	case FRAME_EXEC:
+	case FRAME_STDIN:
+	case FRAME_SIGNAL:
+	case FRAME_CREDIT:
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* Returns why the (partial) header at p is malformed, or NULL. */
+static const char *header_problem(const unsigned char *p, size_t available)
+{
+	if (available >= 1 && p[0] != MAGIC_0)
+		return "bad magic";
+	if (available >= 2 && p[1] != MAGIC_1)
+		return "bad magic";
+	if (available >= 3 && !known_type(p[2])) {
+		snprintf(problem_text, sizeof problem_text, "unknown type 0x%02x", p[2]);
+		return problem_text;
+	}
+	if (available >= 4 && p[3] != 0)
+		return "non-zero flags";
+	if (available >= HEADER_SIZE && get_u32(p + 8) > MAX_PAYLOAD) {
+		snprintf(problem_text, sizeof problem_text, "payload length %u above %d", get_u32(p + 8),
+			 MAX_PAYLOAD);
+		return problem_text;
+	}
+	return NULL;
+}
+
+/* Offset of the next magic (or of a lone first magic byte at the end), else available. */
+static size_t find_magic(const unsigned char *p, size_t available)
+{
+	for (size_t i = 0; i < available; i++)
+		if (p[i] == MAGIC_0 && (i + 1 == available || p[i + 1] == MAGIC_1))
+			return i;
+	return available;
+}
+
+/* Handles every complete frame in frame_in and keeps the incomplete rest. */
+static void decode_frames(void)
+{
+	size_t position = 0;
+	for (;;) {
+		unsigned char *p = frame_in + position;
+		size_t available = frame_in_len - position;
+		if (resyncing) {
+			size_t skip = find_magic(p, available);
+			position += skip;
+			if (available - skip < 2)
+				break;
+			resyncing = false;
+			continue;
+		}
+		if (available == 0)
+			break;
+		const char *problem = header_problem(p, available);
+		if (problem) {
+			send_error(0, "malformed frame: %s", problem);
+			position += 1;
+			resyncing = true;
+			continue;
+		}
+		if (available < HEADER_SIZE)
+			break;
+		size_t len = get_u32(p + 8);
+		if (available < HEADER_SIZE + len)
+			break;
+		receive_frame(p[2], get_u32(p + 4), p + HEADER_SIZE, len);
+		position += HEADER_SIZE + len;
+	}
+	memmove(frame_in, frame_in + position, frame_in_len - position);
+	frame_in_len -= position;
+}
+
+static _Noreturn void shut_down(int status)
+{
+	for (struct channel *channel = channels; channel; channel = channel->next)
+		if (!channel->exited)
+			kill(-channel->pid, SIGKILL);
+	exit(status);
+}
+
+static void read_console(void)
+{
+	/* The buffer holds a whole maximal frame, so there is always room for the next byte. */
+	ssize_t n = read(console_in, frame_in + frame_in_len, sizeof frame_in - frame_in_len);
+	if (n == 0) {
+		warn("console closed");
+		shut_down(0);
+	}
+	if (n < 0) {
+		if (errno == EINTR || errno == EAGAIN)
+			return;
+		die("console read");
+	}
+	frame_in_len += (size_t)n;
+	decode_frames();
+}
+
+static struct channel *find_channel_by_pid(pid_t pid)
+{
+	for (struct channel *channel = channels; channel; channel = channel->next)
+		if (channel->pid == pid && !channel->exited)
+			return channel;
+	return NULL;
+}
+
+static void command_exited(struct channel *channel, int status)
+{
+	channel->exited = true;
+	if (WIFSIGNALED(status)) {
+		channel->exit_signal = (uint32_t)WTERMSIG(status);
+		channel->exit_code = 128 + WTERMSIG(status);
+	} else {
+		channel->exit_code = WEXITSTATUS(status);
+	}
+	drop_stdin(channel);
+	channel->drain_deadline = now_ms() + DRAIN_TIMEOUT_MS;
+}
+
+static void reap_children(void)
+{
+	struct signalfd_siginfo info;
+	while (read(sigchld_fd, &info, sizeof info) > 0) {
+	}
+	for (;;) {
+		siginfo_t child = { 0 };
+		int status;
+		/* Peek first: while the zombie exists its pid, and so its group id, is not reused. */
+		if (waitid(P_ALL, 0, &child, WEXITED | WNOHANG | WNOWAIT) < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == ECHILD)
+				return;
+			die("waitid");
+		}
+		if (child.si_pid == 0)
+			return;
+		struct channel *channel = find_channel_by_pid(child.si_pid);
+		if (channel)
+			kill(-channel->pid, SIGKILL);
+		if (waitpid(child.si_pid, &status, 0) < 0) {
+			if (errno == EINTR)
+				continue;
+			die("waitpid");
+		}
+		if (channel)
+			command_exited(channel, status);
+	}
+}
+
+/* Reads one chunk of output within the credit: 1 if it sent some, 0 at EOF, -1 if none now. */
+static int read_output(struct channel *channel, struct output *output)
+{
+	uint64_t want = channel->credit < MAX_PAYLOAD ? channel->credit : MAX_PAYLOAD;
+	if (output->left >= 0 && (uint64_t)output->left < want)
+		want = (uint64_t)output->left;
+	if (output->fd < 0 || want == 0)
+		return -1;
+	ssize_t n = read(output->fd, frame_out + HEADER_SIZE, (size_t)want);
+	if (n > 0) {
+		channel->credit -= (uint64_t)n;
+		if (output->left > 0 && (output->left -= n) == 0)
+			close_fd(&output->fd);
+		send_frame(output->frame_type, channel->id, frame_out + HEADER_SIZE, (size_t)n);
+		return 1;
+	}
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return -1;
+	close_fd(&output->fd);
+	return 0;
+}
+
+/* True when the pipe is empty and nobody can write to it any more. */
+static bool at_eof(int fd)
+{
+	struct pollfd pipe = { .fd = fd, .events = POLLIN };
+	return poll(&pipe, 1, 0) == 1 && !(pipe.revents & POLLIN) && (pipe.revents & (POLLHUP | POLLERR));
+}
+
+/*
+ * After the command exited and its group was killed, the pipes are read to EOF. Only
+ * processes that left the group can hold them open longer: at the deadline the agent
+ * sends what the pipes hold at that moment and stops waiting. Output beyond the credit
+ * waits for CREDIT. Returns true once both pipes are done.
+ */
+static bool output_done(struct channel *channel, int64_t now)
+{
+	bool deadline_reached = !channel->past_deadline && now >= channel->drain_deadline;
+	if (deadline_reached)
+		channel->past_deadline = true;
+	for (int i = 0; i < 2; i++) {
+		struct output *output = &channel->outputs[i];
+		int buffered = 0;
+		/* Without credit the pipe is not polled, so EOF is noticed here. */
+		if (output->fd >= 0 && at_eof(output->fd))
+			close_fd(&output->fd);
+		if (output->fd < 0 || !deadline_reached)
+			continue;
+		if (ioctl(output->fd, FIONREAD, &buffered) < 0)
+			buffered = 0;
+		output->left = buffered;
+		if (buffered == 0)
+			close_fd(&output->fd);
+		while (read_output(channel, output) > 0) {
+		}
+	}
+	return channel->outputs[0].fd < 0 && channel->outputs[1].fd < 0;
+}
+
+/* Sends EXIT for every command whose output is all sent, and forgets it. */
+static void finish_channels(void)
+{
+	int64_t now = now_ms();
+	struct channel **link = &channels;
+	while (*link) {
+		struct channel *channel = *link;
+		if (channel->exited && output_done(channel, now)) {
+			unsigned char payload[8];
+			put_u32(payload, (uint32_t)channel->exit_code);
+			put_u32(payload + 4, channel->exit_signal);
+			send_frame(FRAME_EXIT, channel->id, payload, sizeof payload);
+			*link = channel->next;
+			free_channel(channel);
+		} else {
+			link = &channel->next;
+		}
+	}
+}
+
+/* Milliseconds until the next drain deadline, or -1. */
+static int poll_timeout(void)
+{
+	int64_t now = now_ms(), timeout = -1;
+	for (struct channel *channel = channels; channel; channel = channel->next) {
+		if (!channel->exited || channel->past_deadline)
+			continue;
+		int64_t left = channel->drain_deadline - now;
+		if (left < 0)
+			left = 0;
+		if (timeout < 0 || left < timeout)
+			timeout = left;
+	}
+	return (int)timeout;
+}
+
+static struct pollfd *poll_fds;
+static struct poll_slot *poll_slots;
+static size_t poll_capacity;
+
+static void add_poll(size_t *count, int fd, short events, struct channel *channel, struct output *output)
+{
+	if (*count == poll_capacity) {
+		size_t capacity = poll_capacity ? poll_capacity * 2 : 64;
+		struct pollfd *fds = realloc(poll_fds, capacity * sizeof *fds);
+		if (fds)
+			poll_fds = fds;
+		struct poll_slot *slots = realloc(poll_slots, capacity * sizeof *slots);
+		if (slots)
+			poll_slots = slots;
+		if (!fds || !slots)
+			die("realloc");
+		poll_capacity = capacity;
+	}
+	poll_fds[*count] = (struct pollfd){ .fd = fd, .events = events };
+	poll_slots[*count] = (struct poll_slot){ .channel = channel, .output = output };
+	(*count)++;
+}
+
+/* Slots 0 and 1 are the console and SIGCHLD; then the pipes that can make progress. */
+static size_t build_poll_set(void)
+{
+	size_t count = 0;
+	add_poll(&count, console_in, POLLIN, NULL, NULL);
+	add_poll(&count, sigchld_fd, POLLIN, NULL, NULL);
+	for (struct channel *channel = channels; channel; channel = channel->next) {
+		/* Without credit the pipes are not read, so the command blocks in write. */
+		for (int i = 0; i < 2 && channel->credit > 0; i++)
+			if (channel->outputs[i].fd >= 0)
+				add_poll(&count, channel->outputs[i].fd, POLLIN, channel, &channel->outputs[i]);
+		if (channel->stdin_len > 0 && channel->stdin_fd >= 0)
+			add_poll(&count, channel->stdin_fd, POLLOUT, channel, NULL);
+	}
+	return count;
+}
+
+/* Channels are only freed in finish_channels, so slot pointers stay valid in here. */
+static void handle_pipe(struct poll_slot *slot, short revents)
+{
+	struct channel *channel = slot->channel;
+	if (!revents)
+		return;
+	if (slot->output)
+		read_output(channel, slot->output);
+	else if (channel->stdin_fd >= 0)
+		flush_stdin(channel);
+}
+
+static _Noreturn void run_loop(void)
+{
+	for (;;) {
+		size_t count = build_poll_set();
+		if (poll(poll_fds, count, poll_timeout()) < 0) {
+			if (errno == EINTR)
+				continue;
+			die("poll");
+		}
+		if (poll_fds[0].revents)
+			read_console();
+		if (poll_fds[1].revents)
+			reap_children();
+		for (size_t i = 2; i < count; i++)
+			handle_pipe(&poll_slots[i], poll_fds[i].revents);
+		finish_channels();
+	}
+}
+
+/* Pipes must never land on 0-2, where a command's dup2 would clobber them. */
+static void ensure_standard_fds(void)
+{
+	for (int fd = 0; fd < 3; fd++) {
+		if (fcntl(fd, F_GETFD) >= 0)
+			continue;
+		int null_fd = open("/dev/null", O_RDWR);
+		if (null_fd < 0)
+			die("open /dev/null");
+		if (null_fd != fd)
+			die("open /dev/null: unexpected fd");
+	}
+}
+
+static void open_console(const char *path, bool use_stdio)
+{
+	if (use_stdio) {
+		console_in = 0;
+		console_out = 1;
+		return;
+	}
+	int fd = open(path, O_RDWR | O_NOCTTY | O_CLOEXEC);
+	if (fd < 0)
+		die(path);
+	if (isatty(fd)) {
+		struct termios raw;
+		if (tcgetattr(fd, &raw) < 0)
+			die("tcgetattr");
+		cfmakeraw(&raw);
+		raw.c_cc[VMIN] = 1;
+		raw.c_cc[VTIME] = 0;
+		if (tcsetattr(fd, TCSANOW, &raw) < 0)
+			die("tcsetattr");
+	}
+	console_in = console_out = fd;
+}
+
+static void setup_signals(void)
+{
+	sigset_t sigchld;
+	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR)
+		die("signal SIGPIPE");
+	sigemptyset(&sigchld);
+	sigaddset(&sigchld, SIGCHLD);
+	if (sigprocmask(SIG_BLOCK, &sigchld, NULL) < 0)
+		die("sigprocmask");
+	sigchld_fd = signalfd(-1, &sigchld, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (sigchld_fd < 0)
+		die("signalfd");
+}
+
+/* Many concurrent commands need 3 fds each; commands get the usual limit back. */
+static void raise_fd_limit(void)
+{
+	struct rlimit raised;
+	if (getrlimit(RLIMIT_NOFILE, &original_nofile) < 0)
+		die("getrlimit");
+	raised = original_nofile;
+	raised.rlim_cur = raised.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &raised) < 0)
+		warn("setrlimit: %s", strerror(errno));
+}
+
+static _Noreturn void run_agent(const char *console_path, bool use_stdio)
+{
+	ensure_standard_fds();
+	setup_signals();
+	if (write_oom_score_adj("-1000") < 0)
+		warn("oom_score_adj: %s", strerror(errno));
+	raise_fd_limit();
+	open_console(console_path, use_stdio);
+	send_ready();
+	run_loop();
+}
+
+static void log_to_kernel(const char *message)
+{
+	int fd = open("/dev/kmsg", O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		fd = open("/dev/ttyS0", O_WRONLY | O_NOCTTY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	if (write(fd, message, strlen(message)) < 0) {
+		/* Nowhere left to say it: power off regardless. */
+	}
+	close(fd);
+}
+
+/* PID 1: reap every orphan; when the agent dies, the machine goes with it. */
+static _Noreturn void supervise(pid_t agent)
+{
+	for (;;) {
+		pid_t pid = waitpid(-1, NULL, 0);
+		if (pid == agent || (pid < 0 && errno == ECHILD))
+			break;
+	}
+	log_to_kernel("v86box-agent: agent exited\n");
+	reboot(RB_POWER_OFF);
+	/* reboot only returns on failure; PID 1 exiting then panics the kernel, which the host sees too. */
+	_exit(1);
+}
+
+static _Noreturn void usage(void)
+{
+	fputs("usage: v86box-agent [--console PATH | --stdio]\n", stderr);
+	exit(2);
+}
+
+int main(int argc, char **argv)
+{
+	const char *console_path = "/dev/hvc0";
+	bool use_stdio = false;
+
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--console") == 0 && i + 1 < argc)
+			console_path = argv[++i];
+		else if (strcmp(argv[i], "--stdio") == 0)
+			use_stdio = true;
+		else
+			usage();
+	}
+	if (getpid() == 1) {
+		pid_t agent = fork();
+		if (agent < 0) {
+			log_to_kernel("v86box-agent: fork failed\n");
+			reboot(RB_POWER_OFF);
+			_exit(1);
+		}
+		if (agent > 0)
+			supervise(agent);
+	}
+	run_agent(console_path, use_stdio);
+}

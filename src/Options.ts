@@ -1,0 +1,227 @@
+/**
+ * Options of a sandbox and of a command, as Schemas: a bad option fails with
+ * `InvalidOptions` listing every bad field, before anything boots or runs.
+ *
+ * @since 0.1.0
+ */
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import * as ParseResult from "effect/ParseResult"
+import * as Schema from "effect/Schema"
+import * as Stream from "effect/Stream"
+import type { AssetSources, DownloadProgress } from "./Assets.ts"
+import { InvalidOptions } from "./Errors.ts"
+
+/**
+ * Anything `effect/Duration` accepts: `"1 second"`, `500` (milliseconds), a `Duration`…
+ * Decodes to a `Duration`.
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const DurationInput: Schema.Schema<Duration.Duration, Duration.DurationInput> = Schema.declare(
+  (input: unknown): input is Duration.DurationInput => Option.isSome(Duration.decodeUnknown(input)),
+  { identifier: "DurationInput", description: 'a duration such as "1 second", "500 millis" or a number of milliseconds' }
+).pipe(
+  Schema.transform(Schema.DurationFromSelf, {
+    strict: true,
+    decode: (input) => Duration.decode(input),
+    encode: (duration) => duration
+  })
+)
+
+const AssetSourceSchema = Schema.Union(
+  Schema.String.pipe(Schema.minLength(1)),
+  Schema.Struct({
+    url: Schema.String.pipe(Schema.pattern(/^https?:\/\//, { message: () => "must be an http(s) URL" })),
+    sha256: Schema.String.pipe(Schema.pattern(/^[0-9a-f]{64}$/, { message: () => "must be 64 lowercase hex digits" }))
+  })
+)
+
+const AssetSourcesSchema = Schema.Struct({
+  kernel: Schema.optional(AssetSourceSchema),
+  initrd: Schema.optional(AssetSourceSchema),
+  bios: Schema.optional(AssetSourceSchema),
+  vgaBios: Schema.optional(AssetSourceSchema),
+  wasm: Schema.optional(AssetSourceSchema)
+})
+
+const ByteCount = Schema.Number.pipe(Schema.int(), Schema.positive())
+
+/**
+ * The sandbox options, as a Schema (without the `onProgress` callback, which is not data).
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const V86BoxOptionsSchema = Schema.Struct({
+  memoryMB: Schema.optional(Schema.Number.pipe(Schema.int(), Schema.between(96, 2048))),
+  bootTimeout: Schema.optional(DurationInput),
+  commandTimeout: Schema.optional(DurationInput),
+  maxOutputBytes: Schema.optional(ByteCount),
+  assetsDir: Schema.optional(Schema.String.pipe(Schema.minLength(1))),
+  assets: Schema.optional(AssetSourcesSchema)
+})
+
+/**
+ * Options of `V86Box.layer`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface V86BoxOptions {
+  /** Guest RAM in MiB (96–2048). Default: the image's recommended size. */
+  readonly memoryMB?: number | undefined
+  /** How long boot may take, from asset loading to the agent's ready frame. Default 60 seconds. */
+  readonly bootTimeout?: Duration.DurationInput | undefined
+  /** Default timeout of every command. Default: none. */
+  readonly commandTimeout?: Duration.DurationInput | undefined
+  /** Default output limit of `exec` (stdout + stderr bytes). Default 16 MiB. */
+  readonly maxOutputBytes?: number | undefined
+  /** Where downloaded assets are cached. Default `~/.v86box`. */
+  readonly assetsDir?: string | undefined
+  /** Replace bundled assets with local paths or downloads `{ url, sha256 }`. */
+  readonly assets?: AssetSources | undefined
+  /** Called as asset downloads progress. */
+  readonly onProgress?: ((progress: DownloadProgress) => void) | undefined
+}
+
+/**
+ * Who runs a command: `"root"` (default), `"user"` (uid 1000), or a numeric uid.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type User = "root" | "user" | number
+
+/**
+ * What a command reads on stdin: text, bytes, a stream of bytes, or `"pipe"` to feed it
+ * through `Process.stdin`. Default: nothing (the command reads EOF).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type StdinInput = string | Uint8Array | Stream.Stream<Uint8Array, unknown> | "pipe"
+
+/**
+ * Options of one command.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ExecOptions {
+  /** Kill the command (its whole process group) after this long. */
+  readonly timeout?: Duration.DurationInput | undefined
+  /** Kill the command once stdout + stderr exceed this many bytes. */
+  readonly maxOutputBytes?: number | undefined
+  readonly stdin?: StdinInput | undefined
+  /** Environment variables added to the clean default environment. */
+  readonly env?: Readonly<Record<string, string>> | undefined
+  /** Working directory. Default: the user's home. */
+  readonly cwd?: string | undefined
+  readonly user?: User | undefined
+}
+
+const EnvName = Schema.String.pipe(
+  Schema.pattern(/^[A-Za-z_][A-Za-z0-9_]*$/, { message: () => "environment variable names are letters, digits and _" })
+)
+
+const ExecOptionsSchema = Schema.Struct({
+  timeout: Schema.optional(DurationInput),
+  maxOutputBytes: Schema.optional(ByteCount),
+  env: Schema.optional(Schema.Record({ key: EnvName, value: Schema.String })),
+  cwd: Schema.optional(Schema.String.pipe(Schema.minLength(1))),
+  user: Schema.optional(
+    Schema.Union(Schema.Literal("root", "user"), Schema.Number.pipe(Schema.int(), Schema.between(0, 65535)))
+  )
+})
+
+/** @internal */
+export interface DecodedBoxOptions {
+  readonly memoryMB: number | undefined
+  readonly bootTimeout: Duration.Duration
+  readonly commandTimeout: Duration.Duration | undefined
+  readonly maxOutputBytes: number
+  readonly assetsDir: string | undefined
+  readonly assets: AssetSources | undefined
+  readonly onProgress: ((progress: DownloadProgress) => void) | undefined
+}
+
+/** @internal */
+export interface DecodedExecOptions {
+  readonly timeout: Duration.Duration | undefined
+  readonly maxOutputBytes: number | undefined
+  readonly stdin: StdinInput | undefined
+  readonly env: Readonly<Record<string, string>> | undefined
+  readonly cwd: string | undefined
+  readonly uid: number
+}
+
+export const defaultBootTimeout = Duration.seconds(60)
+export const defaultMaxOutputBytes = 16 * 1024 * 1024
+
+const decodeWith = <A, I>(schema: Schema.Schema<A, I>, input: unknown, prefix: string) =>
+  Schema.decodeUnknown(schema, { errors: "all", onExcessProperty: "error" })(input).pipe(
+    Effect.mapError((error) =>
+      new InvalidOptions({
+        issues: ParseResult.ArrayFormatter.formatErrorSync(error).map((issue) =>
+          `${[prefix, ...issue.path.map(String)].filter((part) => part.length > 0).join(".")}: ${issue.message}`
+        )
+      })
+    )
+  )
+
+/** @internal */
+export const decodeBoxOptions = (options: V86BoxOptions | undefined): Effect.Effect<DecodedBoxOptions, InvalidOptions> => {
+  const { onProgress, ...data } = options ?? {}
+  return Effect.gen(function*() {
+    if (onProgress !== undefined && typeof onProgress !== "function") {
+      return yield* Effect.fail(new InvalidOptions({ issues: ["onProgress: must be a function"] }))
+    }
+    const decoded = yield* decodeWith(V86BoxOptionsSchema, data, "")
+    return {
+      memoryMB: decoded.memoryMB,
+      bootTimeout: decoded.bootTimeout ?? defaultBootTimeout,
+      commandTimeout: decoded.commandTimeout,
+      maxOutputBytes: decoded.maxOutputBytes ?? defaultMaxOutputBytes,
+      assetsDir: decoded.assetsDir,
+      assets: decoded.assets,
+      onProgress
+    }
+  })
+}
+
+const userIds: Record<"root" | "user", number> = { root: 0, user: 1000 }
+
+/** @internal */
+export const decodeExecOptions = (
+  command: unknown,
+  options: ExecOptions | undefined
+): Effect.Effect<DecodedExecOptions, InvalidOptions> => {
+  const { stdin, ...data } = options ?? {}
+  return Effect.gen(function*() {
+    const issues: Array<string> = []
+    if (typeof command !== "string") issues.push("command: must be a string")
+    else if (command.includes("\0")) issues.push("command: must not contain a NUL byte")
+    if (stdin !== undefined && !isStdinInput(stdin)) issues.push('stdin: must be a string, a Uint8Array, a Stream or "pipe"')
+    const decoded = yield* decodeWith(ExecOptionsSchema, data, "").pipe(
+      Effect.catchAll((error) => Effect.fail(new InvalidOptions({ issues: [...issues, ...error.issues] })))
+    )
+    if (issues.length > 0) return yield* Effect.fail(new InvalidOptions({ issues }))
+    const nulField = [decoded.cwd, ...Object.entries(decoded.env ?? {}).flat()].some((text) => text?.includes("\0"))
+    if (nulField) return yield* Effect.fail(new InvalidOptions({ issues: ["env/cwd: must not contain a NUL byte"] }))
+    const user = decoded.user ?? "root"
+    return {
+      timeout: decoded.timeout,
+      maxOutputBytes: decoded.maxOutputBytes,
+      stdin,
+      env: decoded.env,
+      cwd: decoded.cwd,
+      uid: typeof user === "number" ? user : userIds[user]
+    }
+  })
+}
+
+const isStdinInput = (input: unknown): input is StdinInput =>
+  typeof input === "string" || input instanceof Uint8Array || (typeof input === "object" && input !== null && Stream.StreamTypeId in input)

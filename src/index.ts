@@ -1,0 +1,10 @@
+/**
+ * v86box: run bash commands in a sandboxed x86 Linux VM emulated by v86.
+ *
+ * @since 0.1.0
+ */
+export * as Assets from "./Assets.ts"
+export * from "./Errors.ts"
+export type { ExecOptions, StdinInput, User, V86BoxOptions } from "./Options.ts"
+export type { ExecResult, ExitStatus, Process, ProcessError, Signal } from "./Process.ts"
+export { type Status, V86Box } from "./V86Box.ts"

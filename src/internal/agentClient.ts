@@ -1,0 +1,400 @@
+/**
+ * The agent client: speaks docs/protocol.md over a Machine. It decodes frames, routes
+ * them to channels (one per command), and enforces flow control in both directions.
+ */
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Mailbox from "effect/Mailbox"
+import type * as Scope from "effect/Scope"
+import { MachineError } from "../Errors.ts"
+import type { Machine } from "./machine.ts"
+import {
+  decodeExit,
+  decodePairs,
+  decodeU32,
+  encodeFrame,
+  encodePairs,
+  encodeU32,
+  FrameDecoder,
+  frameTypeName,
+  FrameType,
+  type Frame,
+  PROTOCOL_VERSION,
+  ProtocolError,
+  STDIN_WINDOW
+} from "./protocol.ts"
+
+export interface AgentInfo {
+  readonly protocol: number
+  readonly agent: string
+}
+
+export interface ChannelRequest {
+  readonly command: string
+  readonly cwd?: string | undefined
+  readonly uid?: number | undefined
+  readonly gid?: number | undefined
+  readonly env?: Readonly<Record<string, string>> | undefined
+  /** Whether the command gets a stdin pipe (fed with `writeStdin`) or /dev/null. */
+  readonly stdin: "pipe" | "null"
+}
+
+/** How a command ended, as the agent reported it. */
+export interface ChannelExit {
+  readonly code: number
+  /** The signal number that killed it, 0 if it exited on its own. */
+  readonly signal: number
+  /** Set when the command could not start (bad cwd, exec failure): the agent's reason. */
+  readonly startError?: string | undefined
+}
+
+/** Output credit is returned in batches: one CREDIT frame per this many consumed bytes. */
+const CREDIT_BATCH_BYTES = 65536
+const SIGKILL = 9
+/** Stdin is sent in frames of at most this size. */
+const STDIN_FRAME_BYTES = 16384
+
+/**
+ * One running command as the client sees it. Output is queued in mailboxes; what sits in
+ * them is bounded by the output credit the client has granted.
+ */
+export class Channel {
+  readonly stdout: Mailbox.Mailbox<Uint8Array, MachineError>
+  readonly stderr: Mailbox.Mailbox<Uint8Array, MachineError>
+  readonly exit: Deferred.Deferred<ChannelExit, MachineError>
+  /** Total bytes of output received (stdout and stderr). */
+  outputBytes = 0
+  /** Output beyond this many bytes is dropped and the command killed. */
+  outputLimit: number | undefined = undefined
+  /** Why the client killed the command, if it did. */
+  termination: "timeout" | "outputLimit" | undefined = undefined
+  private uncreditedBytes = 0
+  private discarding = false
+  private readonly stdinPermits: Effect.Semaphore
+
+  constructor(
+    readonly id: number,
+    private readonly client: AgentClient,
+    parts: {
+      readonly stdout: Mailbox.Mailbox<Uint8Array, MachineError>
+      readonly stderr: Mailbox.Mailbox<Uint8Array, MachineError>
+      readonly exit: Deferred.Deferred<ChannelExit, MachineError>
+      readonly stdinPermits: Effect.Semaphore
+    }
+  ) {
+    this.stdout = parts.stdout
+    this.stderr = parts.stderr
+    this.exit = parts.exit
+    this.stdinPermits = parts.stdinPermits
+  }
+
+  /** The command ended (EXIT, start failure or machine failure): nothing more is sent for it. */
+  done = false
+
+  /** The consumer took `bytes` of output: give the guest room for as many more. */
+  consumed(bytes: number): Effect.Effect<void, MachineError> {
+    this.uncreditedBytes += bytes
+    return this.uncreditedBytes < CREDIT_BATCH_BYTES ? Effect.void : this.returnCredit()
+  }
+
+  private returnCredit(): Effect.Effect<void, MachineError> {
+    const credit = this.uncreditedBytes
+    this.uncreditedBytes = 0
+    return credit === 0 || this.done
+      ? Effect.void
+      : this.client.sendFrame({ type: FrameType.CREDIT, channel: this.id, payload: encodeU32(credit) })
+  }
+
+  /**
+   * From now on output is thrown away and credited at once, so the agent can drain the
+   * command's pipes and finish even though nobody reads them.
+   */
+  discardOutput(): Effect.Effect<void, MachineError> {
+    return Effect.gen(this, function*() {
+      this.discarding = true
+      for (const mailbox of [this.stdout, this.stderr]) {
+        const dropped = yield* mailbox.clear.pipe(Effect.orElseSucceed(() => []))
+        for (const bytes of dropped) this.uncreditedBytes += bytes.length
+      }
+      yield* this.returnCredit()
+    })
+  }
+
+  /** Kills the command's process group and remembers why. */
+  terminate(reason: "timeout" | "outputLimit"): Effect.Effect<void, MachineError> {
+    if (this.termination !== undefined || this.done) return Effect.void
+    this.termination = reason
+    return this.signal(SIGKILL)
+  }
+
+  signal(signal: number): Effect.Effect<void, MachineError> {
+    return this.done
+      ? Effect.void
+      : this.client.sendFrame({ type: FrameType.SIGNAL, channel: this.id, payload: encodeU32(signal) })
+  }
+
+  /** Sends stdin bytes, waiting while the guest has `STDIN_WINDOW` bytes unacknowledged. */
+  writeStdin(bytes: Uint8Array): Effect.Effect<void, MachineError> {
+    const self = this
+    return Effect.gen(function*() {
+      for (let offset = 0; offset < bytes.length && !self.done; offset += STDIN_FRAME_BYTES) {
+        const piece = bytes.subarray(offset, offset + STDIN_FRAME_BYTES)
+        yield* self.stdinPermits.take(piece.length)
+        if (self.done) return
+        yield* self.client.sendFrame({ type: FrameType.STDIN, channel: self.id, payload: piece })
+      }
+    })
+  }
+
+  closeStdin(): Effect.Effect<void, MachineError> {
+    return this.done
+      ? Effect.void
+      : this.client.sendFrame({ type: FrameType.STDIN, channel: this.id, payload: new Uint8Array(0) })
+  }
+
+  /** @internal called by the client's reader */
+  onOutput(kind: "stdout" | "stderr", bytes: Uint8Array): Effect.Effect<void, MachineError> {
+    const before = this.outputBytes
+    this.outputBytes += bytes.length
+    if (this.discarding) {
+      this.uncreditedBytes += bytes.length
+      return this.returnCredit()
+    }
+    if (this.outputLimit === undefined || this.outputBytes <= this.outputLimit) {
+      this[kind].unsafeOffer(bytes)
+      return Effect.void
+    }
+    // The chunk that crosses the limit is cut at it; everything after is dropped.
+    const kept = Math.max(0, this.outputLimit - before)
+    if (kept > 0) this[kind].unsafeOffer(bytes.slice(0, kept))
+    this.discarding = true
+    this.uncreditedBytes += bytes.length - kept
+    return Effect.zipRight(this.terminate("outputLimit"), this.returnCredit())
+  }
+
+  /** @internal */
+  onStdinAck(bytes: number): Effect.Effect<void> {
+    return this.stdinPermits.release(bytes)
+  }
+
+  /** @internal */
+  onEnd(exit: Exit.Exit<ChannelExit, MachineError>): Effect.Effect<void> {
+    return Effect.gen(this, function*() {
+      this.done = true
+      if (Exit.isSuccess(exit)) {
+        yield* this.stdout.end
+        yield* this.stderr.end
+      } else {
+        yield* this.stdout.failCause(exit.cause)
+        yield* this.stderr.failCause(exit.cause)
+      }
+      yield* Deferred.done(this.exit, exit)
+      // Wake any writer waiting for stdin room: the command is gone.
+      yield* this.stdinPermits.releaseAll
+    })
+  }
+}
+
+/**
+ * Talks to one agent over one machine. `make` forks the reader into the given scope;
+ * when the machine fails, every open channel fails with the same MachineError.
+ */
+export class AgentClient {
+  private readonly channels = new Map<number, Channel>()
+  private nextChannelId = 1
+  private failure: MachineError | undefined
+  private readonly pongs: Array<Deferred.Deferred<Uint8Array, MachineError>> = []
+  private readonly initAcks: Array<Deferred.Deferred<void, MachineError>> = []
+  private readonly decoder = new FrameDecoder({ skipNoise: true })
+
+  private constructor(
+    readonly machine: Machine,
+    readonly ready: Deferred.Deferred<AgentInfo, MachineError>
+  ) {}
+
+  static make(machine: Machine): Effect.Effect<AgentClient, never, Scope.Scope> {
+    return Effect.gen(function*() {
+      const ready = yield* Deferred.make<AgentInfo, MachineError>()
+      const client = new AgentClient(machine, ready)
+      yield* Effect.forkScoped(client.readLoop())
+      return client
+    })
+  }
+
+  /** Commands started and not yet ended. */
+  get pending(): number {
+    return this.channels.size
+  }
+
+  get isAlive(): boolean {
+    return this.failure === undefined
+  }
+
+  sendFrame(frame: Frame): Effect.Effect<void, MachineError> {
+    return Effect.suspend(() =>
+      this.failure !== undefined ? Effect.fail(this.failure) : this.machine.send(encodeFrame(frame))
+    )
+  }
+
+  /** Starts a command; its output and exit arrive on the returned channel. */
+  open(request: ChannelRequest): Effect.Effect<Channel, MachineError> {
+    return Effect.gen(this, function*() {
+      if (this.failure !== undefined) return yield* Effect.fail(this.failure)
+      const payload = yield* Effect.try({
+        try: () => encodePairs(execPairs(request)),
+        catch: (error) =>
+          new MachineError({ reason: `cannot send the command: ${(error as Error).message}`, consoleTail: "" })
+      })
+      const channel = new Channel(this.nextChannelId++, this, {
+        stdout: yield* Mailbox.make<Uint8Array, MachineError>(),
+        stderr: yield* Mailbox.make<Uint8Array, MachineError>(),
+        exit: yield* Deferred.make<ChannelExit, MachineError>(),
+        stdinPermits: yield* Effect.makeSemaphore(STDIN_WINDOW)
+      })
+      this.channels.set(channel.id, channel)
+      yield* this.sendFrame({ type: FrameType.EXEC, channel: channel.id, payload })
+      return channel
+    })
+  }
+
+  /** A round trip to the agent: proves it is alive and answering. */
+  ping(payload: Uint8Array): Effect.Effect<Uint8Array, MachineError> {
+    return Effect.gen(this, function*() {
+      const pong = yield* Deferred.make<Uint8Array, MachineError>()
+      this.pongs.push(pong)
+      yield* this.sendFrame({ type: FrameType.PING, channel: 0, payload })
+      return yield* Deferred.await(pong)
+    })
+  }
+
+  /** Sets the guest clock, feeds its RNG, names the host (after boot or restore). */
+  init(settings: { readonly timeMillis?: number; readonly entropyHex?: string; readonly hostname?: string }) {
+    return Effect.gen(this, function*() {
+      const acknowledged = yield* Deferred.make<void, MachineError>()
+      this.initAcks.push(acknowledged)
+      const pairs: Array<[string, string]> = []
+      if (settings.timeMillis !== undefined) pairs.push(["time", String(Math.floor(settings.timeMillis))])
+      if (settings.entropyHex !== undefined) pairs.push(["entropy", settings.entropyHex])
+      if (settings.hostname !== undefined) pairs.push(["hostname", settings.hostname])
+      yield* this.sendFrame({ type: FrameType.INIT, channel: 0, payload: encodePairs(pairs) })
+      yield* Deferred.await(acknowledged)
+    })
+  }
+
+  private readLoop(): Effect.Effect<void> {
+    const self = this
+    return Effect.gen(function*() {
+      while (true) {
+        const bytes = yield* self.machine.receive
+        const frames = yield* Effect.try({
+          try: () => self.decoder.push(bytes),
+          catch: (error) => self.protocolError((error as ProtocolError).message)
+        })
+        for (const frame of frames) yield* self.dispatch(frame)
+      }
+    }).pipe(Effect.catchAll((error) => self.failAll(error)))
+  }
+
+  private protocolError(reason: string): MachineError {
+    return new MachineError({ reason: `the guest agent broke the protocol: ${reason}`, consoleTail: "" })
+  }
+
+  private dispatch(frame: Frame): Effect.Effect<void, MachineError> {
+    return Effect.gen(this, function*() {
+      if (frame.channel === 0) return yield* this.dispatchControl(frame)
+      const channel = this.channels.get(frame.channel)
+      // A late frame for a channel that already ended carries nothing anyone waits for.
+      if (channel === undefined) return
+      switch (frame.type) {
+        case FrameType.STARTED:
+          return
+        case FrameType.STDOUT:
+          return yield* channel.onOutput("stdout", frame.payload)
+        case FrameType.STDERR:
+          return yield* channel.onOutput("stderr", frame.payload)
+        case FrameType.STDIN_ACK:
+          return yield* channel.onStdinAck(yield* this.decodeOr(() => decodeU32(frame.payload)))
+        case FrameType.EXIT: {
+          const { code, signal } = yield* this.decodeOr(() => decodeExit(frame.payload))
+          this.channels.delete(channel.id)
+          return yield* channel.onEnd(Exit.succeed({ code, signal }))
+        }
+        case FrameType.ERROR: {
+          this.channels.delete(channel.id)
+          const startError = new TextDecoder().decode(frame.payload)
+          return yield* channel.onEnd(Exit.succeed({ code: 127, signal: 0, startError }))
+        }
+        default:
+          return yield* Effect.fail(this.protocolError(`unexpected ${frameTypeName(frame.type)} frame on channel ${frame.channel}`))
+      }
+    })
+  }
+
+  private dispatchControl(frame: Frame): Effect.Effect<void, MachineError> {
+    return Effect.gen(this, function*() {
+      switch (frame.type) {
+        case FrameType.READY: {
+          const pairs = new Map(yield* this.decodeOr(() => decodePairs(frame.payload)))
+          const protocol = Number(pairs.get("protocol"))
+          if (protocol !== PROTOCOL_VERSION) {
+            return yield* Effect.fail(
+              new MachineError({
+                reason: `the guest agent speaks protocol ${pairs.get("protocol")}, this SDK speaks ${PROTOCOL_VERSION}`,
+                consoleTail: ""
+              })
+            )
+          }
+          this.decoder.skipNoise = false
+          yield* Deferred.succeed(this.ready, { protocol, agent: pairs.get("agent") ?? "unknown" })
+          return
+        }
+        case FrameType.PONG: {
+          const pong = this.pongs.shift()
+          if (pong !== undefined) yield* Deferred.succeed(pong, frame.payload)
+          return
+        }
+        case FrameType.INIT_OK: {
+          const acknowledged = this.initAcks.shift()
+          if (acknowledged !== undefined) yield* Deferred.succeed(acknowledged, undefined)
+          return
+        }
+        case FrameType.ERROR:
+          return yield* Effect.fail(this.protocolError(`the agent rejected a frame: ${new TextDecoder().decode(frame.payload)}`))
+        default:
+          return yield* Effect.fail(this.protocolError(`unexpected ${frameTypeName(frame.type)} frame on channel 0`))
+      }
+    })
+  }
+
+  private decodeOr<A>(decode: () => A): Effect.Effect<A, MachineError> {
+    return Effect.try({ try: decode, catch: (error) => this.protocolError((error as Error).message) })
+  }
+
+  private failAll(error: MachineError): Effect.Effect<void> {
+    return Effect.gen(this, function*() {
+      const consoleTail = error.consoleTail.length > 0 ? error.consoleTail : yield* this.machine.kernelLogTail
+      const failure = new MachineError({ reason: error.reason, consoleTail })
+      this.failure = failure
+      yield* Deferred.fail(this.ready, failure)
+      for (const waiter of this.pongs.splice(0)) yield* Deferred.fail(waiter, failure)
+      for (const waiter of this.initAcks.splice(0)) yield* Deferred.fail(waiter, failure)
+      const channels = [...this.channels.values()]
+      this.channels.clear()
+      for (const channel of channels) yield* channel.onEnd(Exit.fail(failure))
+    })
+  }
+}
+
+/** The EXEC frame's pairs for a request (the testkit scripts transcripts with it too). */
+export const execPairs = (request: ChannelRequest): Array<[string, string]> => {
+  const pairs: Array<[string, string]> = [["cmd", request.command]]
+  if (request.cwd !== undefined) pairs.push(["cwd", request.cwd])
+  if (request.uid !== undefined) pairs.push(["uid", String(request.uid)])
+  if (request.gid !== undefined) pairs.push(["gid", String(request.gid)])
+  for (const [name, value] of Object.entries(request.env ?? {})) pairs.push(["env", `${name}=${value}`])
+  pairs.push(["stdin", request.stdin])
+  return pairs
+}
+
+export { ProtocolError }

@@ -1,0 +1,361 @@
+import type { PlatformError } from "@effect/platform/Error"
+import * as FileSystem from "@effect/platform/FileSystem"
+import * as HttpClient from "@effect/platform/HttpClient"
+import * as Path from "@effect/platform/Path"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import * as ParseResult from "effect/ParseResult"
+import * as Schema from "effect/Schema"
+import * as Stream from "effect/Stream"
+import { createHash, randomBytes } from "node:crypto"
+import { createRequire } from "node:module"
+import { homedir } from "node:os"
+import { fileURLToPath } from "node:url"
+import type * as Assets from "../Assets.ts"
+import { AssetError } from "../Errors.ts"
+
+/** One level deeper than `Assets.ts`, so this resolves to the same `assets/` dir. */
+export const bundledAssetsDir: string = fileURLToPath(new URL("../../assets", import.meta.url))
+
+/** The fixed order of the assets: resolution, fingerprints and error messages use it. */
+const assetNames: ReadonlyArray<Assets.AssetName> = ["kernel", "initrd", "bios", "vgaBios", "wasm"]
+
+const sha256Pattern = /^[0-9a-fA-F]{64}$/
+
+// ---------------------------------------------------------------------------
+// Schemas
+// ---------------------------------------------------------------------------
+
+const Sha256 = Schema.String.pipe(
+  Schema.pattern(sha256Pattern, { message: () => "expected a sha256: 64 hex characters" })
+)
+
+const ManifestSource = Schema.Struct({ package: Schema.String, version: Schema.String })
+
+const ManifestFile = Schema.Struct({
+  path: Schema.NonEmptyString,
+  size: Schema.NonNegativeInt,
+  sha256: Sha256,
+  sources: Schema.Array(ManifestSource)
+})
+
+export const Manifest = Schema.Struct({
+  format: Schema.Literal(1),
+  v86: Schema.String,
+  agentProtocol: Schema.Int,
+  memoryMB: Schema.Int.pipe(Schema.positive()),
+  cmdline: Schema.String,
+  files: Schema.Struct(
+    { kernel: ManifestFile, initrd: ManifestFile, bios: ManifestFile, vgaBios: ManifestFile },
+    Schema.Record({ key: Schema.String, value: ManifestFile })
+  ),
+  packages: Schema.Array(Schema.Unknown),
+  reproducible: Schema.Boolean,
+  notReproducible: Schema.Array(Schema.Unknown)
+})
+
+export const AssetSource = Schema.Union(
+  Schema.NonEmptyString,
+  Schema.Struct({ url: Schema.NonEmptyString, sha256: Sha256 })
+)
+
+export const AssetSources = Schema.Struct({
+  kernel: Schema.optional(AssetSource),
+  initrd: Schema.optional(AssetSource),
+  bios: Schema.optional(AssetSource),
+  vgaBios: Schema.optional(AssetSource),
+  wasm: Schema.optional(AssetSource)
+})
+
+const decodeManifestJson = Schema.decodeUnknown(Schema.parseJson(Manifest), { errors: "all" })
+
+// ---------------------------------------------------------------------------
+// Hashing
+// ---------------------------------------------------------------------------
+
+const sha256Hex = (data: Uint8Array | string): string => createHash("sha256").update(data).digest("hex")
+
+/**
+ * sha256 of files already hashed in this process, keyed by path, size and mtime.
+ * Hashing the ~15 MB image costs ~40 ms on a 2-core machine without SHA extensions;
+ * every `resolve` after the first pays only for reading the bytes.
+ */
+const hashedFiles = new Map<string, string>()
+
+/** The OS reason of a file system error, e.g. `ENOENT: no such file or directory, open '/x'`. */
+const platformReason = (error: PlatformError): string =>
+  error._tag === "SystemError" ? (error.description ?? error.reason) : error.message
+
+interface LoadedFile {
+  readonly bytes: Uint8Array
+  readonly sha256: string
+}
+
+/** Reads a file and its sha256; a missing or unreadable file is an AssetError naming the path and the OS reason. */
+const readHashed = (asset: string, filePath: string) =>
+  Effect.gen(function*() {
+    const fs = yield* FileSystem.FileSystem
+    const info = yield* fs.stat(filePath)
+    if (info.type !== "File") {
+      return yield* new AssetError({ asset, reason: `"${filePath}" is not a file (it is a ${info.type})` })
+    }
+    const bytes = yield* fs.readFile(filePath)
+    const key = Option.map(info.mtime, (mtime) => `${filePath}\u0000${info.size}\u0000${mtime.getTime()}`)
+    // Bytes of another size than stat saw mean the file changed in between: the stat
+    // key does not describe them, so neither use nor store a memo then.
+    const keyDescribesBytes = BigInt(bytes.length) === info.size
+    const memoized = Option.flatMapNullable(key, (k) => hashedFiles.get(k))
+    if (Option.isSome(memoized) && keyDescribesBytes) {
+      return { bytes, sha256: memoized.value } satisfies LoadedFile
+    }
+    const sha256 = sha256Hex(bytes)
+    if (Option.isSome(key) && keyDescribesBytes) hashedFiles.set(key.value, sha256)
+    return { bytes, sha256 } satisfies LoadedFile
+  }).pipe(
+    Effect.catchTag(
+      "SystemError",
+      "BadArgument",
+      (error) => new AssetError({ asset, reason: `cannot read "${filePath}": ${platformReason(error)}` })
+    )
+  )
+
+// ---------------------------------------------------------------------------
+// The bundled image
+// ---------------------------------------------------------------------------
+
+export const readManifest = (dir: string = bundledAssetsDir) =>
+  Effect.gen(function*() {
+    const fs = yield* FileSystem.FileSystem
+    const path = yield* Path.Path
+    const manifestPath = path.join(dir, "manifest.json")
+    const text = yield* fs.readFileString(manifestPath).pipe(
+      Effect.mapError((error) =>
+        new AssetError({
+          asset: "manifest",
+          reason: `cannot read the image manifest "${manifestPath}": ${platformReason(error)}`
+        })
+      )
+    )
+    return yield* decodeManifestJson(text).pipe(
+      Effect.mapError((error) =>
+        new AssetError({
+          asset: "manifest",
+          reason: `"${manifestPath}" is not a valid v86box image manifest:\n${
+            ParseResult.TreeFormatter.formatErrorSync(error)
+          }`
+        })
+      )
+    )
+  })
+
+type ManifestFileEntry = typeof ManifestFile.Type
+
+/** Reads one bundled file and checks it against its manifest entry: size first, then sha256. */
+const loadBundled = (asset: string, dir: string, entry: ManifestFileEntry) =>
+  Effect.gen(function*() {
+    const path = yield* Path.Path
+    const filePath = path.join(dir, entry.path)
+    const loaded = yield* readHashed(asset, filePath)
+    if (loaded.bytes.length !== entry.size) {
+      return yield* new AssetError({
+        asset,
+        reason: `bundled file "${filePath}" has the wrong size (truncated or replaced?): ` +
+          `expected ${entry.size} bytes, found ${loaded.bytes.length}`
+      })
+    }
+    if (loaded.sha256 !== entry.sha256.toLowerCase()) {
+      return yield* new AssetError({
+        asset,
+        reason: `bundled file "${filePath}" is corrupt: expected sha256 ${entry.sha256}, got ${loaded.sha256}`
+      })
+    }
+    return loaded
+  })
+
+export const verifyBundled = (dir: string = bundledAssetsDir) =>
+  Effect.gen(function*() {
+    const manifest = yield* readManifest(dir)
+    for (const [asset, entry] of Object.entries(manifest.files)) {
+      yield* loadBundled(asset, dir, entry)
+    }
+  })
+
+/** The wasm that ships with the installed `v86` package. */
+const loadDefaultWasm = Effect.gen(function*() {
+  const path = yield* Path.Path
+  const packageJson = yield* Effect.try({
+    try: () => createRequire(import.meta.url).resolve("v86/package.json"),
+    catch: (error) =>
+      new AssetError({ asset: "wasm", reason: `cannot find the v86 package to take v86.wasm from: ${String(error)}` })
+  })
+  return yield* readHashed("wasm", path.join(path.dirname(packageJson), "build", "v86.wasm"))
+})
+
+// ---------------------------------------------------------------------------
+// Downloads
+// ---------------------------------------------------------------------------
+
+const contentLength = (header: string | undefined): number | undefined => {
+  if (header === undefined || !/^\d+$/.test(header)) return undefined
+  return Number(header)
+}
+
+/** The HttpClient's own message hides the OS reason (e.g. ECONNREFUSED) in `cause`. */
+const describeHttpError = (
+  error: { readonly reason: string; readonly description?: string | undefined; readonly cause?: unknown }
+): string => {
+  const detail = error.description ?? (error.cause instanceof Error ? error.cause.message : undefined)
+  return detail === undefined ? `${error.reason} error` : `${error.reason} error: ${detail}`
+}
+
+/**
+ * Streams `url` into a temp file next to `cachePath`, hashing as it goes, and renames it
+ * into place only when the hash matches. The temp file is removed on every other exit,
+ * interruption included, so the cache never holds a partial or unverified file.
+ */
+const download = (
+  asset: Assets.AssetName,
+  url: string,
+  expected: string,
+  cachePath: string,
+  onProgress: Assets.ResolveOptions["onProgress"]
+) =>
+  Effect.gen(function*() {
+    const fs = yield* FileSystem.FileSystem
+    const client = (yield* HttpClient.HttpClient).pipe(HttpClient.followRedirects(10), HttpClient.withScope)
+    const tempPath = yield* Effect.acquireRelease(
+      Effect.sync(() => `${cachePath}.${randomBytes(6).toString("hex")}.partial`),
+      (tempPath) => Effect.ignore(fs.remove(tempPath, { force: true }))
+    )
+    const response = yield* client.get(url)
+    if (response.status < 200 || response.status >= 300) {
+      return yield* new AssetError({ asset, reason: `download of ${url} failed: HTTP status ${response.status}` })
+    }
+    const totalBytes = contentLength(response.headers["content-length"])
+    const hash = createHash("sha256")
+    let receivedBytes = 0
+    yield* response.stream.pipe(
+      Stream.tap((chunk) =>
+        Effect.try({
+          try: () => {
+            hash.update(chunk)
+            receivedBytes += chunk.length
+            onProgress?.({ asset, url, receivedBytes, totalBytes })
+          },
+          catch: (error) => new AssetError({ asset, reason: `the onProgress callback threw: ${String(error)}` })
+        })
+      ),
+      Stream.run(fs.sink(tempPath))
+    )
+    const actual = hash.digest("hex")
+    if (actual !== expected) {
+      return yield* new AssetError({
+        asset,
+        reason: `sha256 mismatch for ${url}: expected ${expected}, got ${actual} (${receivedBytes} bytes); ` +
+          `nothing was cached`
+      })
+    }
+    yield* fs.rename(tempPath, cachePath)
+  }).pipe(
+    Effect.scoped,
+    Effect.catchTag(
+      "RequestError",
+      "ResponseError",
+      (error) => new AssetError({ asset, reason: `download of ${url} failed: ${describeHttpError(error)}` })
+    ),
+    Effect.catchTag(
+      "SystemError",
+      "BadArgument",
+      (error) => new AssetError({ asset, reason: `cannot store the download of ${url}: ${platformReason(error)}` })
+    )
+  )
+
+/** A `{ url, sha256 }` asset: from the cache when its hash matches, else downloaded into it. */
+const loadRemote = (
+  asset: Assets.AssetName,
+  source: { readonly url: string; readonly sha256: string },
+  assetsDir: string,
+  onProgress: Assets.ResolveOptions["onProgress"]
+) =>
+  Effect.gen(function*() {
+    const fs = yield* FileSystem.FileSystem
+    const path = yield* Path.Path
+    if (!sha256Pattern.test(source.sha256)) {
+      return yield* new AssetError({
+        asset,
+        reason: `the sha256 given for ${source.url} must be 64 hex characters, got "${source.sha256}"`
+      })
+    }
+    const expected = source.sha256.toLowerCase()
+    const cacheDir = path.join(assetsDir, "cache")
+    const cachePath = path.join(cacheDir, expected)
+    const cacheError = (error: PlatformError) =>
+      new AssetError({ asset, reason: `cannot use the cache dir "${cacheDir}": ${platformReason(error)}` })
+
+    if (yield* fs.exists(cachePath).pipe(Effect.mapError(cacheError))) {
+      const cached = yield* readHashed(asset, cachePath)
+      if (cached.sha256 === expected) return cached
+      // Damaged outside our control (we only ever rename verified files in): fetch it again.
+      yield* fs.remove(cachePath, { force: true }).pipe(Effect.mapError(cacheError))
+    }
+    yield* fs.makeDirectory(cacheDir, { recursive: true }).pipe(Effect.mapError(cacheError))
+    yield* download(asset, source.url, expected, cachePath, onProgress)
+    const bytes = yield* fs.readFile(cachePath).pipe(Effect.mapError(cacheError))
+    return { bytes, sha256: expected } satisfies LoadedFile
+  })
+
+// ---------------------------------------------------------------------------
+// resolve
+// ---------------------------------------------------------------------------
+
+/**
+ * Identifies the image: the sha256 of every asset in a fixed order, plus the kernel
+ * command line (the same files booted with another command line are another machine).
+ */
+const fingerprintOf = (hashes: Record<Assets.AssetName, string>, cmdline: string): string => {
+  const lines = ["v86box-image-fingerprint 1", ...assetNames.map((name) => `${name} ${hashes[name]}`), `cmdline ${cmdline}`]
+  return sha256Hex(`${lines.join("\n")}\n`)
+}
+
+export const resolve = (options: Assets.ResolveOptions = {}, bundledDir: string = bundledAssetsDir) =>
+  Effect.gen(function*() {
+    const path = yield* Path.Path
+    const manifest = yield* readManifest(bundledDir)
+    const sources = options.assets ?? {}
+    const assetsDir = path.resolve(options.assetsDir ?? path.join(homedir(), ".v86box"))
+
+    const load = (asset: Assets.AssetName) => {
+      const source = sources[asset]
+      if (source === undefined) {
+        return asset === "wasm" ? loadDefaultWasm : loadBundled(asset, bundledDir, manifest.files[asset])
+      }
+      if (typeof source === "string") return readHashed(asset, path.resolve(source))
+      return loadRemote(asset, source, assetsDir, options.onProgress)
+    }
+
+    const loaded = yield* Effect.all({
+      kernel: load("kernel"),
+      initrd: load("initrd"),
+      bios: load("bios"),
+      vgaBios: load("vgaBios"),
+      wasm: load("wasm")
+    }, { concurrency: "unbounded" })
+
+    return {
+      kernel: loaded.kernel.bytes,
+      initrd: loaded.initrd.bytes,
+      bios: loaded.bios.bytes,
+      vgaBios: loaded.vgaBios.bytes,
+      wasm: loaded.wasm.bytes,
+      cmdline: manifest.cmdline,
+      memoryMB: manifest.memoryMB,
+      fingerprint: fingerprintOf({
+        kernel: loaded.kernel.sha256,
+        initrd: loaded.initrd.sha256,
+        bios: loaded.bios.sha256,
+        vgaBios: loaded.vgaBios.sha256,
+        wasm: loaded.wasm.sha256
+      }, manifest.cmdline),
+      manifest
+    } satisfies Assets.ResolvedAssets
+  })

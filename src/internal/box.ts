@@ -1,0 +1,276 @@
+/**
+ * The V86Box service built over any Machine: the live layer gives it a v86 emulator, the
+ * testkit a transcript. `exec` is derived from `start`, the one primitive.
+ */
+import * as Clock from "effect/Clock"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Mailbox from "effect/Mailbox"
+import * as Option from "effect/Option"
+import type * as Scope from "effect/Scope"
+import * as Sink from "effect/Sink"
+import * as Stream from "effect/Stream"
+import { randomBytes } from "node:crypto"
+import * as Assets from "../Assets.ts"
+import { type AssetError, BootTimeout, CommandTimeout, type InvalidOptions, MachineError, OutputLimitExceeded } from "../Errors.ts"
+import {
+  decodeBoxOptions,
+  decodeExecOptions,
+  type DecodedBoxOptions,
+  type DecodedExecOptions,
+  type ExecOptions,
+  type V86BoxOptions
+} from "../Options.ts"
+import { type ExecResult, type ExitStatus, type Process, signalName, signalNumbers } from "../Process.ts"
+import type { Status, V86Box } from "../V86Box.ts"
+import { AgentClient, type Channel } from "./agentClient.ts"
+import type { Machine } from "./machine.ts"
+import * as V86Machine from "./v86Machine.ts"
+
+/** How long closing a command's scope waits for the guest to confirm it is gone. */
+const killGrace = Duration.seconds(5)
+
+/** How the testkit looks inside a live boot: it records the machine and what produced it. */
+export interface BootHooks {
+  readonly onAssets?: ((assets: Assets.ResolvedAssets, memoryMB: number) => void) | undefined
+  readonly onKernelLog?: ((bytes: Uint8Array) => void) | undefined
+  readonly wrapMachine?: ((machine: Machine) => Machine) | undefined
+  readonly guestInit?: GuestInit | undefined
+}
+
+/** Boots a live sandbox: assets → emulator in a worker → the agent's ready frame. */
+export const make = (
+  options: V86BoxOptions | undefined,
+  hooks: BootHooks = {}
+): Effect.Effect<V86Box.Service, BootTimeout | AssetError | MachineError | InvalidOptions, Scope.Scope> =>
+  Effect.gen(function*() {
+    const decoded = yield* decodeBoxOptions(options)
+    const startedAt = yield* Clock.currentTimeMillis
+    let machine: Machine | undefined
+    const booting = Effect.gen(function*() {
+      const assets = yield* Assets.resolveNode({
+        assets: decoded.assets,
+        assetsDir: decoded.assetsDir,
+        onProgress: decoded.onProgress
+      })
+      const memoryMB = decoded.memoryMB ?? assets.memoryMB
+      hooks.onAssets?.(assets, memoryMB)
+      const live = yield* V86Machine.make({
+        wasm: yield* compileWasm(assets.wasm),
+        bios: assets.bios,
+        vgaBios: assets.vgaBios,
+        kernel: assets.kernel,
+        initrd: assets.initrd,
+        cmdline: assets.cmdline,
+        memoryMB,
+        onKernelLog: hooks.onKernelLog
+      })
+      machine = hooks.wrapMachine?.(live) ?? live
+      return yield* connect(machine, decoded, startedAt, hooks.guestInit ?? (yield* freshGuestInit))
+    })
+    return yield* booting.pipe(
+      Effect.timeoutFail({
+        duration: decoded.bootTimeout,
+        onTimeout: () => new BootTimeout({ timeoutMillis: Duration.toMillis(decoded.bootTimeout), kernelLogTail: "" })
+      }),
+      // The kernel log is read after the timeout fired, while the machine still exists.
+      Effect.catchTag("BootTimeout", (error) =>
+        Effect.flatMap(machine?.kernelLogTail ?? Effect.succeed("(the emulator had not started)"), (kernelLogTail) =>
+          Effect.fail(new BootTimeout({ timeoutMillis: error.timeoutMillis, kernelLogTail }))))
+    )
+  })
+
+/**
+ * What the host tells a fresh guest: the time and new entropy, so guests booted or
+ * restored alike never share random numbers. The testkit records and replays these.
+ */
+export interface GuestInit {
+  readonly timeMillis: number
+  readonly entropyHex: string
+}
+
+/** Wall-clock time on purpose, not Effect's Clock: under a TestClock the guest would live in 1970. */
+export const freshGuestInit: Effect.Effect<GuestInit> = Effect.sync(() => ({
+  timeMillis: Date.now(),
+  entropyHex: randomBytes(32).toString("hex")
+}))
+
+/**
+ * The service over a machine whose guest is booting or restored: waits for the agent's
+ * ready frame, sets the guest clock and entropy, and serves commands.
+ */
+export const connect = (
+  machine: Machine,
+  options: DecodedBoxOptions,
+  startedAt: number,
+  guestInit: GuestInit
+): Effect.Effect<V86Box.Service, MachineError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const client = yield* AgentClient.make(machine)
+    const agent = yield* client.ready
+    yield* client.init(guestInit)
+    const bootMillis = (yield* Clock.currentTimeMillis) - startedAt
+    return makeService(client, options, { agentVersion: agent.agent, bootMillis })
+  })
+
+const makeService = (
+  client: AgentClient,
+  defaults: DecodedBoxOptions,
+  info: { readonly agentVersion: string; readonly bootMillis: number }
+): V86Box.Service => {
+  const start = (command: string, options?: ExecOptions) =>
+    Effect.flatMap(decodeExecOptions(command, options), (decoded) =>
+      startProcess(client, command, {
+        ...decoded,
+        timeout: decoded.timeout ?? defaults.commandTimeout
+      }))
+
+  const exec = (command: string, options?: ExecOptions) =>
+    Effect.scoped(
+      Effect.gen(function*() {
+        const decoded = yield* decodeExecOptions(command, options)
+        const maxOutputBytes = decoded.maxOutputBytes ?? defaults.maxOutputBytes
+        const process = yield* startProcess(client, command, {
+          ...decoded,
+          timeout: decoded.timeout ?? defaults.commandTimeout,
+          maxOutputBytes
+        })
+        const [stdout, stderr] = yield* Effect.all([collect(process.stdout), collect(process.stderr)], {
+          concurrency: 2
+        })
+        const status = yield* process.exit.pipe(
+          Effect.catchTags({
+            CommandTimeout: (error) => Effect.fail(new CommandTimeout({ ...error, stdout, stderr })),
+            OutputLimitExceeded: (error) => Effect.fail(new OutputLimitExceeded({ ...error, stdout, stderr }))
+          })
+        )
+        return { ...status, stdout, stderr } satisfies ExecResult
+      })
+    )
+
+  return {
+    exec,
+    start,
+    status: Effect.sync(() => ({
+      ready: client.isAlive,
+      pending: client.pending,
+      agentVersion: info.agentVersion,
+      bootMillis: info.bootMillis
+    } satisfies Status))
+  }
+}
+
+const startProcess = (
+  client: AgentClient,
+  command: string,
+  options: DecodedExecOptions
+): Effect.Effect<Process, MachineError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const channel = yield* Effect.acquireRelease(
+      client.open({
+        command,
+        cwd: options.cwd,
+        uid: options.uid,
+        env: options.env,
+        stdin: options.stdin === undefined ? "null" : "pipe"
+      }),
+      endChannel
+    )
+    channel.outputLimit = options.maxOutputBytes
+    if (options.timeout !== undefined && Duration.isFinite(options.timeout)) {
+      yield* Effect.forkScoped(Effect.zipRight(Effect.sleep(options.timeout), Effect.ignore(channel.terminate("timeout"))))
+    }
+    if (options.stdin !== undefined && options.stdin !== "pipe") {
+      yield* Effect.forkScoped(feedStdin(channel, options.stdin))
+    }
+    const output = (mailbox: Mailbox.Mailbox<Uint8Array, MachineError>) =>
+      Mailbox.toStream(mailbox).pipe(Stream.tap((bytes) => channel.consumed(bytes.length)))
+
+    const exit = Effect.flatMap(channel.exit, (ended): Effect.Effect<ExitStatus, CommandTimeout | OutputLimitExceeded> => {
+      switch (channel.termination) {
+        case "timeout":
+          return Effect.fail(
+            new CommandTimeout({
+              command,
+              timeoutMillis: Duration.toMillis(options.timeout ?? Duration.zero),
+              stdout: "",
+              stderr: ""
+            })
+          )
+        case "outputLimit":
+          return Effect.fail(
+            new OutputLimitExceeded({ command, maxOutputBytes: channel.outputLimit ?? 0, stdout: "", stderr: "" })
+          )
+        default:
+          return Effect.succeed(
+            ended.signal === 0 ? { exitCode: ended.code } : { exitCode: ended.code, signal: signalName(ended.signal) }
+          )
+      }
+    })
+
+    return {
+      stdout: output(channel.stdout),
+      stderr: withStartError(output(channel.stderr), channel),
+      exit,
+      exitCode: Effect.map(exit, (status) => status.exitCode),
+      stdin: Sink.forEach((bytes: Uint8Array) => channel.writeStdin(bytes)).pipe(
+        Sink.mapEffect(() => channel.closeStdin())
+      ),
+      kill: (signal = "SIGTERM") => channel.signal(signalNumbers[signal])
+    } satisfies Process
+  })
+
+/**
+ * A command that could not start (bad cwd, exec failure) reads like a shell's failure:
+ * the agent's reason on stderr and exit code 127.
+ */
+const withStartError = (stderr: Stream.Stream<Uint8Array, MachineError>, channel: Channel) =>
+  Stream.concat(
+    stderr,
+    Stream.unwrap(
+      Effect.map(Effect.option(channel.exit), (ended) =>
+        Option.match(Option.flatMap(ended, (exit) => Option.fromNullable(exit.startError)), {
+          onNone: () => Stream.empty,
+          onSome: (reason) => Stream.make(new TextEncoder().encode(`v86box: ${reason}\n`))
+        }))
+    )
+  )
+
+const feedStdin = (channel: Channel, input: string | Uint8Array | Stream.Stream<Uint8Array, unknown>) => {
+  const bytes = typeof input === "string" ? Stream.make(new TextEncoder().encode(input)) : input instanceof Uint8Array ? Stream.make(input) : input
+  return Stream.runForEach(bytes, (chunk) => channel.writeStdin(chunk)).pipe(
+    // A failing input stream still closes stdin: the command sees EOF, not a hang.
+    Effect.ensuring(Effect.ignore(channel.closeStdin())),
+    Effect.ignore
+  )
+}
+
+/** Closing a command's scope: kill what still runs and wait (bounded) until the guest says it is gone. */
+const endChannel = (channel: Channel) =>
+  Effect.gen(function*() {
+    if (channel.done) return
+    yield* Effect.ignore(channel.discardOutput())
+    yield* Effect.ignore(channel.signal(signalNumbers.SIGKILL))
+    yield* channel.exit.pipe(Effect.ignore, Effect.timeout(killGrace), Effect.ignore)
+  })
+
+/** All chunks of a stream as one UTF-8 string; invalid bytes become U+FFFD. */
+const collect = (stream: Stream.Stream<Uint8Array, MachineError>) =>
+  Stream.runFold(stream, { text: "", decoder: new TextDecoder("utf-8") }, (state, bytes) => {
+    state.text += state.decoder.decode(bytes, { stream: true })
+    return state
+  }).pipe(Effect.map((state) => state.text + state.decoder.decode()))
+
+/** Compiling the 2 MB emulator takes tens of ms: once per process per wasm binary. */
+const compiledWasm = new WeakMap<Uint8Array, WebAssembly.Module>()
+
+const compileWasm = (wasm: Uint8Array) =>
+  Effect.suspend(() => {
+    const cached = compiledWasm.get(wasm)
+    if (cached !== undefined) return Effect.succeed(cached)
+    return Effect.tryPromise({
+      try: () => WebAssembly.compile(wasm as Uint8Array<ArrayBuffer>),
+      catch: (error) => new MachineError({ reason: `cannot compile the emulator's wasm: ${String(error)}`, consoleTail: "" })
+    }).pipe(Effect.tap((module) => compiledWasm.set(wasm, module)))
+  })
+

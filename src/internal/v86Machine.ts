@@ -1,0 +1,160 @@
+/**
+ * The live Machine: a v86 emulator in its own worker thread (src/internal/v86Worker.mjs).
+ */
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Mailbox from "effect/Mailbox"
+import * as Option from "effect/Option"
+import type * as Scope from "effect/Scope"
+import { Worker } from "node:worker_threads"
+import { MachineError } from "../Errors.ts"
+import { ConsoleTail, fatalKernelMessage, type Machine } from "./machine.ts"
+
+export interface V86MachineConfig {
+  readonly wasm: WebAssembly.Module
+  readonly bios: Uint8Array
+  readonly vgaBios: Uint8Array
+  readonly kernel: Uint8Array
+  readonly initrd: Uint8Array
+  readonly cmdline: string
+  readonly memoryMB: number
+  /** A state from `saveState`: the machine resumes from it instead of booting. */
+  readonly initialState?: Uint8Array | undefined
+  /** Sees every byte of the kernel log (the testkit records them). */
+  readonly onKernelLog?: ((bytes: Uint8Array) => void) | undefined
+}
+
+const stopGrace = Duration.seconds(2)
+
+type WorkerMessage =
+  | { readonly type: "started" }
+  | { readonly type: "agent"; readonly bytes: Uint8Array }
+  | { readonly type: "serial"; readonly bytes: Uint8Array }
+  | { readonly type: "saved"; readonly id: number; readonly state: ArrayBuffer }
+  | { readonly type: "failed"; readonly message: string }
+  | { readonly type: "stopped" }
+
+const workerUrl = new URL("./v86Worker.mjs", import.meta.url)
+
+/**
+ * Starts an emulator in a new worker; the scope's release destroys it and ends the
+ * worker, however the scope ends.
+ */
+export const make = (config: V86MachineConfig): Effect.Effect<Machine, MachineError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const kernelLog = new ConsoleTail()
+    const serialDecoder = new TextDecoder()
+    const agentOutput = yield* Mailbox.make<Uint8Array, MachineError>()
+    const started = yield* Deferred.make<void, MachineError>()
+    const stopped = yield* Deferred.make<void>()
+    const saves = new Map<number, Deferred.Deferred<Uint8Array, MachineError>>()
+    let nextSaveId = 1
+    let failure: MachineError | undefined
+
+    const fail = (reason: string) => {
+      if (failure !== undefined) return
+      failure = new MachineError({ reason, consoleTail: kernelLog.tail(4096) })
+      agentOutput.unsafeDone(Exit.fail(failure))
+      Deferred.unsafeDone(started, Effect.fail(failure))
+      for (const save of saves.values()) Deferred.unsafeDone(save, Effect.fail(failure))
+      saves.clear()
+    }
+
+    const onSerial = (bytes: Uint8Array) => {
+      config.onKernelLog?.(bytes)
+      const text = serialDecoder.decode(bytes, { stream: true })
+      kernelLog.append(text)
+      // Look at the new text plus a little before it: a message may straddle two chunks.
+      const fatal = fatalKernelMessage(kernelLog.tail(text.length + 64))
+      if (fatal !== undefined) fail(fatal)
+    }
+
+    const worker = yield* Effect.acquireRelease(
+      Effect.try({
+        try: () => new Worker(workerUrl),
+        catch: (error) => new MachineError({ reason: `cannot start the emulator worker: ${String(error)}`, consoleTail: "" })
+      }),
+      (worker) => stopWorker(worker, stopped)
+    )
+
+    worker.on("message", (message: WorkerMessage) => {
+      switch (message.type) {
+        case "started":
+          Deferred.unsafeDone(started, Effect.void)
+          break
+        case "agent":
+          if (failure === undefined) agentOutput.unsafeOffer(message.bytes)
+          break
+        case "serial":
+          onSerial(message.bytes)
+          break
+        case "saved": {
+          const save = saves.get(message.id)
+          saves.delete(message.id)
+          if (save !== undefined) Deferred.unsafeDone(save, Effect.succeed(new Uint8Array(message.state)))
+          break
+        }
+        case "failed":
+          fail(`the emulator failed: ${message.message}`)
+          break
+        case "stopped":
+          Deferred.unsafeDone(stopped, Effect.void)
+          break
+      }
+    })
+    worker.on("error", (error) => fail(`the emulator worker crashed: ${error.stack ?? error.message}`))
+    worker.on("exit", (code) => {
+      Deferred.unsafeDone(stopped, Effect.void)
+      fail(`the emulator worker exited (code ${code})`)
+    })
+
+    worker.postMessage({
+      type: "boot",
+      config: {
+        wasm: config.wasm,
+        bios: config.bios,
+        vgaBios: config.vgaBios,
+        kernel: config.kernel,
+        initrd: config.initrd,
+        cmdline: config.cmdline,
+        memoryMB: config.memoryMB,
+        initialState: config.initialState
+      }
+    })
+
+    const alive = Effect.suspend(() => (failure === undefined ? Effect.void : Effect.fail(failure)))
+
+    const machine: Machine = {
+      receive: agentOutput.take.pipe(
+        Effect.catchTag("NoSuchElementException", () =>
+          Effect.fail(failure ?? new MachineError({ reason: "the machine stopped", consoleTail: kernelLog.tail(4096) })))
+      ),
+      send: (bytes) =>
+        Deferred.await(started).pipe(
+          Effect.zipRight(alive),
+          Effect.zipRight(Effect.sync(() => worker.postMessage({ type: "input", bytes })))
+        ),
+      kernelLogTail: Effect.sync(() => kernelLog.tail()),
+      saveState: Effect.gen(function*() {
+        yield* alive
+        const save = yield* Deferred.make<Uint8Array, MachineError>()
+        const id = nextSaveId++
+        saves.set(id, save)
+        worker.postMessage({ type: "save", id })
+        return yield* Deferred.await(save)
+      })
+    }
+    yield* Effect.addFinalizer(() => Effect.sync(() => fail("the machine was shut down")))
+    return machine
+  })
+
+/** Asks the worker to destroy its emulator; terminates it if it does not finish in time. */
+const stopWorker = (worker: Worker, stopped: Deferred.Deferred<void>) =>
+  Effect.gen(function*() {
+    yield* Effect.sync(() => worker.postMessage({ type: "stop" }))
+    const finished = yield* Deferred.await(stopped).pipe(Effect.timeoutOption(stopGrace))
+    yield* Effect.promise(() => worker.terminate())
+    if (Option.isNone(finished)) yield* Effect.logWarning("v86box: the emulator did not stop in time; its worker was terminated")
+  })

@@ -1,0 +1,157 @@
+// The emulator thread: one v86 machine per worker, so the caller's event loop stays
+// free and several machines use several cores. Plain JavaScript on purpose: Node loads a
+// worker's entry file itself, without the TypeScript loader the caller may be using.
+//
+// Messages in (from src/internal/v86Machine.ts):
+//   { type: "boot", config }   config: { wasm, bios, vgaBios, kernel, initrd, cmdline,
+//                                        memoryMB, initialState }   (ArrayBuffers / Module)
+//   { type: "input", bytes }   bytes for the agent console (guest /dev/hvc0)
+//   { type: "save", id }       save the machine state
+//   { type: "stop" }           destroy the emulator, then exit
+// Messages out:
+//   { type: "started" }                 the emulator runs; input may be sent
+//   { type: "agent", bytes }            bytes the guest wrote to /dev/hvc0
+//   { type: "serial", bytes }           bytes the guest wrote to ttyS0 (kernel log)
+//   { type: "saved", id, state }        answer to "save"
+//   { type: "failed", message }         the emulator could not start or crashed
+//   { type: "stopped" }
+import { parentPort } from "node:worker_threads"
+import V86 from "v86"
+
+const port = parentPort
+if (port === null) throw new Error("v86Worker.mjs must run in a worker thread")
+
+/** Guest receive buffers of the virtio console are one page each. */
+const GUEST_BUFFER_BYTES = 4096
+/** Retry delay while the guest has no free receive buffer. */
+const INPUT_RETRY_MILLIS = 1
+
+let emulator
+/** Input not yet handed to the guest, oldest first. */
+const pendingInput = []
+let pendingOffset = 0
+let retryTimer
+
+/** Output is coalesced and posted once per macrotask: fewer, larger messages. */
+const outbox = { agent: [], serial: [] }
+let flushScheduled = false
+
+const scheduleFlush = () => {
+  if (flushScheduled) return
+  flushScheduled = true
+  setImmediate(flush)
+}
+
+const flush = () => {
+  flushScheduled = false
+  for (const kind of ["serial", "agent"]) {
+    const chunks = outbox[kind]
+    if (chunks.length === 0) continue
+    outbox[kind] = []
+    const bytes = join(chunks)
+    port.postMessage({ type: kind, bytes }, [bytes.buffer])
+  }
+}
+
+const join = (chunks) => {
+  let length = 0
+  for (const chunk of chunks) length += chunk.length
+  const bytes = new Uint8Array(length)
+  let offset = 0
+  for (const chunk of chunks) {
+    bytes.set(chunk, offset)
+    offset += chunk.length
+  }
+  return bytes
+}
+
+/**
+ * v86 drops console input when the guest has no free receive buffer, and truncates it
+ * to the buffer's size; so hand over at most one buffer's worth per free buffer.
+ */
+const pumpInput = () => {
+  retryTimer = undefined
+  const queue = emulator?.v86?.cpu?.devices?.virtio_console?.virtio?.queues?.[0]
+  while (pendingInput.length > 0 && queue !== undefined && queue.has_request()) {
+    const head = pendingInput[0]
+    const end = Math.min(head.length, pendingOffset + GUEST_BUFFER_BYTES)
+    emulator.bus.send("virtio-console0-input-bytes", head.subarray(pendingOffset, end))
+    pendingOffset = end
+    if (pendingOffset === head.length) {
+      pendingInput.shift()
+      pendingOffset = 0
+    }
+  }
+  if (pendingInput.length > 0 && retryTimer === undefined) {
+    retryTimer = setTimeout(pumpInput, INPUT_RETRY_MILLIS)
+  }
+}
+
+const boot = (config) => {
+  const options = {
+    wasm_fn: async (imports) => (await WebAssembly.instantiate(config.wasm, imports)).exports,
+    memory_size: config.memoryMB * 1024 * 1024,
+    vga_memory_size: 2 * 1024 * 1024,
+    bios: { buffer: config.bios },
+    vga_bios: { buffer: config.vgaBios },
+    virtio_console: true,
+    autostart: true,
+    disable_keyboard: true,
+    disable_mouse: true,
+    disable_speaker: true
+  }
+  if (config.initialState !== undefined) {
+    options.initial_state = { buffer: config.initialState }
+  } else {
+    options.bzimage = { buffer: config.kernel }
+    options.initrd = { buffer: config.initrd }
+    options.cmdline = config.cmdline
+  }
+  emulator = new V86(options)
+  emulator.add_listener("emulator-started", () => port.postMessage({ type: "started" }))
+  emulator.add_listener("serial0-output-byte", (byte) => {
+    outbox.serial.push(Uint8Array.of(byte))
+    scheduleFlush()
+  })
+  emulator.add_listener("virtio-console0-output-bytes", (bytes) => {
+    // v86 reuses nothing here, but copy anyway: the buffer is transferred on flush.
+    outbox.agent.push(bytes.slice())
+    scheduleFlush()
+  })
+}
+
+const stop = async () => {
+  clearTimeout(retryTimer)
+  flush()
+  try {
+    await emulator?.destroy()
+  } finally {
+    port.postMessage({ type: "stopped" })
+    port.close()
+  }
+}
+
+port.on("message", (message) => {
+  try {
+    switch (message.type) {
+      case "boot":
+        boot(message.config)
+        break
+      case "input":
+        pendingInput.push(message.bytes)
+        pumpInput()
+        break
+      case "save":
+        emulator.save_state().then(
+          (state) => port.postMessage({ type: "saved", id: message.id, state }, [state]),
+          (error) => port.postMessage({ type: "failed", message: `save_state failed: ${String(error)}` })
+        )
+        break
+      case "stop":
+        void stop()
+        break
+    }
+  } catch (error) {
+    port.postMessage({ type: "failed", message: error instanceof Error ? error.stack ?? error.message : String(error) })
+  }
+})

@@ -1,0 +1,128 @@
+/**
+ * A Machine that plays a transcript back: the guest's bytes come from the recording,
+ * and what the code sends is checked, byte for byte, against what was recorded.
+ */
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as FiberId from "effect/FiberId"
+import { MachineError } from "../../src/Errors.ts"
+import { ConsoleTail, fatalKernelMessage, type Machine } from "../../src/internal/machine.ts"
+import { TranscriptMismatch } from "../Errors.ts"
+import type { Event, Transcript } from "../Transcript.ts"
+
+export interface ReplayOptions {
+  /** `"instant"` (default): the guest's bytes arrive as soon as they are due. `"recorded"`: after the recorded delays, through Effect's Clock. */
+  readonly timing?: "instant" | "recorded" | undefined
+}
+
+export interface ReplayMachine extends Machine {
+  /** Events the code did not consume: the guest's output nobody read, or sends that never came. */
+  readonly unconsumed: Effect.Effect<ReadonlyArray<{ readonly index: number; readonly event: Event }>>
+}
+
+export const make = (transcript: Transcript, source: string, options: ReplayOptions = {}): Effect.Effect<ReplayMachine> =>
+  Effect.sync(() => {
+    const events = transcript.events
+    const consumed = new Array<boolean>(events.length).fill(false)
+    const kernelLog = new ConsoleTail()
+    const latin1 = new TextDecoder("latin1")
+    /** Every event before this index is consumed. */
+    let cursor = 0
+    let progress = Deferred.unsafeMake<void>(FiberId.none)
+    let mismatch: TranscriptMismatch | undefined
+
+    const advance = () => {
+      while (cursor < events.length) {
+        const event = events[cursor]!
+        if (event.d === "log") kernelLog.append(latin1.decode(event.data))
+        else if (event.d === "mark") {
+          // A label for humans only.
+        } else if (!consumed[cursor]) break
+        cursor++
+      }
+    }
+
+    const wakeWaiters = () => {
+      const woken = progress
+      progress = Deferred.unsafeMake<void>(FiberId.none)
+      Deferred.unsafeDone(woken, Effect.void)
+    }
+
+    const receive: Effect.Effect<Uint8Array, MachineError> = Effect.suspend(() => {
+      if (mismatch !== undefined) return Effect.die(mismatch)
+      advance()
+      const fatal = fatalKernelMessage(kernelLog.tail())
+      if (fatal !== undefined) return Effect.fail(new MachineError({ reason: fatal, consoleTail: kernelLog.tail(4096) }))
+      const event = events[cursor]
+      // At the end of the recording the guest is silent, as a live one would be.
+      if (event === undefined) return Effect.never
+      if (event.d === "fail") {
+        consumed[cursor] = true
+        return Effect.fail(new MachineError({ reason: event.reason, consoleTail: kernelLog.tail(4096) }))
+      }
+      if (event.d !== "from") return Effect.zipRight(Deferred.await(progress), receive)
+      consumed[cursor] = true
+      const deliver = Effect.succeed(event.data)
+      return options.timing === "recorded" ? Effect.zipRight(Effect.sleep(Duration.millis(event.t)), deliver) : deliver
+    })
+
+    const send = (bytes: Uint8Array): Effect.Effect<void, MachineError> =>
+      Effect.suspend(() => {
+        if (mismatch !== undefined) return Effect.die(mismatch)
+        advance()
+        // Sends may run ahead of guest output that was recorded before them (races
+        // between fibers), but never ahead of another send.
+        let index = cursor
+        while (index < events.length) {
+          const event = events[index]!
+          if (event.d === "to" && !consumed[index]) break
+          if (event.d === "fail") break
+          index++
+        }
+        const expected = events[index]
+        if (expected === undefined || expected.d !== "to" || !sameBytes(expected.data, bytes)) {
+          mismatch = new TranscriptMismatch({
+            source,
+            eventIndex: index,
+            expected: expected?.d === "to" ? escapeBytes(expected.data) : "(no more sends recorded)",
+            actual: escapeBytes(bytes)
+          })
+          wakeWaiters()
+          return Effect.die(mismatch)
+        }
+        consumed[index] = true
+        advance()
+        wakeWaiters()
+        return Effect.void
+      })
+
+    return {
+      receive,
+      send,
+      kernelLogTail: Effect.sync(() => {
+        advance()
+        return kernelLog.tail()
+      }),
+      saveState: Effect.fail(
+        new MachineError({ reason: "a replayed machine has no state to save: record this test live", consoleTail: "" })
+      ),
+      unconsumed: Effect.sync(() =>
+        events.flatMap((event, index) =>
+          consumed[index] || event.d === "log" || event.d === "mark" ? [] : [{ index, event }]
+        )
+      )
+    }
+  })
+
+const sameBytes = (left: Uint8Array, right: Uint8Array) =>
+  left.length === right.length && left.every((byte, index) => byte === right[index])
+
+/** Bytes as readable text: printable ASCII as is, everything else as \xNN. */
+export const escapeBytes = (bytes: Uint8Array, max = 400): string => {
+  let text = ""
+  for (const byte of bytes.subarray(0, max)) {
+    text += byte >= 0x20 && byte < 0x7f && byte !== 0x5c ? String.fromCharCode(byte) : `\\x${byte.toString(16).padStart(2, "0")}`
+  }
+  return bytes.length > max ? `${text}… (${bytes.length} bytes)` : text
+}
