@@ -7,3 +7,4 @@
 export * from "./Errors.ts"
 export * as Testkit from "./Testkit.ts"
 export * as Transcript from "./Transcript.ts"
+export { script, type ScriptedCommand } from "./Script.ts"
