@@ -87,13 +87,19 @@ const pumpInput = () => {
   }
 }
 
+/** v86 takes whole ArrayBuffers; what arrives here are Uint8Array views. */
+const arrayBufferOf = (bytes) =>
+  bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength
+    ? bytes.buffer
+    : bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength)
+
 const boot = (config) => {
   const options = {
     wasm_fn: async (imports) => (await WebAssembly.instantiate(config.wasm, imports)).exports,
     memory_size: config.memoryMB * 1024 * 1024,
     vga_memory_size: 2 * 1024 * 1024,
-    bios: { buffer: config.bios },
-    vga_bios: { buffer: config.vgaBios },
+    bios: { buffer: arrayBufferOf(config.bios) },
+    vga_bios: { buffer: arrayBufferOf(config.vgaBios) },
     virtio_console: true,
     autostart: true,
     disable_keyboard: true,
@@ -101,10 +107,10 @@ const boot = (config) => {
     disable_speaker: true
   }
   if (config.initialState !== undefined) {
-    options.initial_state = { buffer: config.initialState }
+    options.initial_state = { buffer: arrayBufferOf(config.initialState) }
   } else {
-    options.bzimage = { buffer: config.kernel }
-    options.initrd = { buffer: config.initrd }
+    options.bzimage = { buffer: arrayBufferOf(config.kernel) }
+    options.initrd = { buffer: arrayBufferOf(config.initrd) }
     options.cmdline = config.cmdline
   }
   emulator = new V86(options)
