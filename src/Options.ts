@@ -10,7 +10,7 @@ import * as Option from "effect/Option"
 import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
-import type { AssetSources, DownloadProgress } from "./Assets.ts"
+import { AssetSources, type DownloadProgress } from "./Assets.ts"
 import { InvalidOptions } from "./Errors.ts"
 
 /**
@@ -31,22 +31,6 @@ export const DurationInput: Schema.Schema<Duration.Duration, Duration.DurationIn
   })
 )
 
-const AssetSourceSchema = Schema.Union(
-  Schema.String.pipe(Schema.minLength(1)),
-  Schema.Struct({
-    url: Schema.String.pipe(Schema.pattern(/^https?:\/\//, { message: () => "must be an http(s) URL" })),
-    sha256: Schema.String.pipe(Schema.pattern(/^[0-9a-f]{64}$/, { message: () => "must be 64 lowercase hex digits" }))
-  })
-)
-
-const AssetSourcesSchema = Schema.Struct({
-  kernel: Schema.optional(AssetSourceSchema),
-  initrd: Schema.optional(AssetSourceSchema),
-  bios: Schema.optional(AssetSourceSchema),
-  vgaBios: Schema.optional(AssetSourceSchema),
-  wasm: Schema.optional(AssetSourceSchema)
-})
-
 const ByteCount = Schema.Number.pipe(Schema.int(), Schema.positive())
 
 /**
@@ -61,7 +45,7 @@ export const V86BoxOptionsSchema = Schema.Struct({
   commandTimeout: Schema.optional(DurationInput),
   maxOutputBytes: Schema.optional(ByteCount),
   assetsDir: Schema.optional(Schema.String.pipe(Schema.minLength(1))),
-  assets: Schema.optional(AssetSourcesSchema)
+  assets: Schema.optional(AssetSources)
 })
 
 /**

@@ -58,7 +58,7 @@ const makeFixture = Effect.gen(function*() {
     memoryMB: 128,
     cmdline: "console=ttyS0 quiet",
     files: entries,
-    packages: [],
+    packages: [{ package: "bash", version: "5.2.15-2+b2", arch: "i386", source: "bash", sourceVersion: "5.2.15-2" }],
     reproducible: true,
     notReproducible: []
   }

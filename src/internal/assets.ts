@@ -8,14 +8,26 @@ import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
 import { createHash, randomBytes } from "node:crypto"
+import { existsSync } from "node:fs"
 import { createRequire } from "node:module"
 import { homedir } from "node:os"
+import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
 import type * as Assets from "../Assets.ts"
 import { AssetError } from "../Errors.ts"
 
-/** One level deeper than `Assets.ts`, so this resolves to the same `assets/` dir. */
-export const bundledAssetsDir: string = fileURLToPath(new URL("../../assets", import.meta.url))
+/**
+ * The package root is the nearest dir above this module with a `package.json`: that
+ * holds for `src/internal/` in the repo and for `dist/src/internal/` in the package.
+ */
+const packageRoot = (moduleDir: string): string => {
+  for (let dir = moduleDir; ; dir = dirname(dir)) {
+    if (existsSync(join(dir, "package.json"))) return dir
+    if (dirname(dir) === dir) return join(moduleDir, "..", "..")
+  }
+}
+
+export const bundledAssetsDir: string = join(packageRoot(dirname(fileURLToPath(import.meta.url))), "assets")
 
 /** The fixed order of the assets: resolution, fingerprints and error messages use it. */
 const assetNames: ReadonlyArray<Assets.AssetName> = ["kernel", "initrd", "bios", "vgaBios", "wasm"]
@@ -39,6 +51,16 @@ const ManifestFile = Schema.Struct({
   sources: Schema.Array(ManifestSource)
 })
 
+/** A Debian binary package in the image (descriptive: only `package` and `version` are required). */
+const ManifestPackage = Schema.Struct({
+  package: Schema.String,
+  version: Schema.String,
+  arch: Schema.optional(Schema.String),
+  debSha256: Schema.optional(Schema.String),
+  source: Schema.optional(Schema.String),
+  sourceVersion: Schema.optional(Schema.String)
+})
+
 export const Manifest = Schema.Struct({
   format: Schema.Literal(1),
   v86: Schema.String,
@@ -49,7 +71,7 @@ export const Manifest = Schema.Struct({
     { kernel: ManifestFile, initrd: ManifestFile, bios: ManifestFile, vgaBios: ManifestFile },
     Schema.Record({ key: Schema.String, value: ManifestFile })
   ),
-  packages: Schema.Array(Schema.Unknown),
+  packages: Schema.Array(ManifestPackage),
   reproducible: Schema.Boolean,
   notReproducible: Schema.Array(Schema.Unknown)
 })
