@@ -1,0 +1,222 @@
+/**
+ * Cold-boot benchmark for the bundled guest image (npm run bench:boot).
+ *
+ * Boots assets/ (as described by assets/manifest.json) in v86 in this process, N times
+ * one after another, and prints the median wall time from `new V86()` to
+ *   - the `v86box: init ready` line on the serial console (ttyS0), and
+ *   - the agent's READY frame on the virtio console (bytes 0x56 0xBB 0x80), if an agent
+ *     is installed,
+ * plus the kernel's own timeline (printk timestamps) with its slowest steps.
+ *
+ * Options (all optional):
+ *   --runs N           number of cold boots (default 5)
+ *   --memory MB        guest RAM (default: manifest memoryMB)
+ *   --cmdline "..."    kernel command line (default: manifest cmdline)
+ *   --append "..."     appended to the command line
+ *   --kernel PATH / --initrd PATH / --hda PATH   other images (experiments)
+ *   --no-initrd        boot without an initrd
+ *   --timeout S        per-boot timeout in seconds (default 60)
+ *   --log              print the first boot's serial log
+ */
+import { readFileSync } from "node:fs"
+import { createRequire } from "node:module"
+import { dirname, join, resolve } from "node:path"
+import { fileURLToPath } from "node:url"
+import { parseArgs } from "node:util"
+import V86 from "v86"
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), "..")
+const assets = join(root, "assets")
+const require = createRequire(import.meta.url)
+const wasmPath = join(dirname(require.resolve("v86")), "v86.wasm")
+const wasmModule = await WebAssembly.compile(readFileSync(wasmPath))
+
+const { values: opt } = parseArgs({
+  options: {
+    runs: { type: "string", default: "5" },
+    memory: { type: "string" },
+    cmdline: { type: "string" },
+    append: { type: "string" },
+    kernel: { type: "string" },
+    initrd: { type: "string" },
+    hda: { type: "string" },
+    "no-initrd": { type: "boolean", default: false },
+    timeout: { type: "string", default: "60" },
+    log: { type: "boolean", default: false }
+  }
+})
+
+interface Manifest {
+  memoryMB: number
+  cmdline: string
+  files: Record<string, { path: string; size: number }>
+}
+const manifest: Manifest = JSON.parse(readFileSync(join(assets, "manifest.json"), "utf8"))
+const asset = (key: string) => join(assets, manifest.files[key]!.path)
+const buffer = (path: string): ArrayBuffer => {
+  const b = readFileSync(path)
+  return b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer
+}
+
+const images = {
+  bios: buffer(asset("bios")),
+  vgaBios: buffer(asset("vgaBios")),
+  kernel: buffer(opt.kernel ?? asset("kernel")),
+  initrd: opt["no-initrd"] ? undefined : buffer(opt.initrd ?? asset("initrd")),
+  hda: opt.hda ? buffer(opt.hda) : manifest.files.rootfs ? buffer(asset("rootfs")) : undefined
+}
+const memoryMB = Number(opt.memory ?? manifest.memoryMB)
+const cmdline = (opt.cmdline ?? manifest.cmdline) + (opt.append ? ` ${opt.append}` : "")
+const runs = Number(opt.runs)
+const timeoutMs = Number(opt.timeout) * 1000
+
+const READY_LINE = "v86box: init ready"
+const READY_FRAME = [0x56, 0xbb, 0x80]
+
+interface BootResult {
+  startedMs?: number
+  firstSerialMs?: number
+  /** wall-clock arrival (ms since construction) of each serial line */
+  lineTimes: number[]
+  initReadyMs?: number
+  agentReadyMs?: number
+  serial: string
+  error?: string
+}
+
+const bootOnce = (): Promise<BootResult> =>
+  new Promise((resolvePromise) => {
+    const t0 = performance.now()
+    const serialBytes: number[] = []
+    let serial = ""
+    let agentBytes: number[] = []
+    const result: BootResult = { serial: "", lineTimes: [] }
+    let finished = false
+    // The agent's frame magic only counts at a frame boundary: the READY frame is the
+    // agent's first output, so look for it at the start of the virtio console stream.
+    const emulator = new V86({
+      // Compiled once, as the SDK does: the bench measures boots, not wasm compilation.
+      wasm_fn: async (imports: WebAssembly.Imports) => (await WebAssembly.instantiate(wasmModule, imports)).exports,
+      memory_size: memoryMB * 1024 * 1024,
+      vga_memory_size: 2 * 1024 * 1024,
+      bios: { buffer: images.bios },
+      vga_bios: { buffer: images.vgaBios },
+      bzimage: { buffer: images.kernel },
+      ...(images.initrd ? { initrd: { buffer: images.initrd } } : {}),
+      ...(images.hda ? { hda: { buffer: images.hda.slice(0) } } : {}),
+      cmdline,
+      virtio_console: true,
+      autostart: true,
+      disable_keyboard: true,
+      disable_mouse: true,
+      disable_speaker: true
+    } as ConstructorParameters<typeof V86>[0])
+
+    const finish = (error?: string) => {
+      if (finished) return
+      finished = true
+      clearTimeout(timer)
+      result.serial = serial
+      if (error) result.error = error
+      void Promise.resolve(emulator.destroy()).catch(() => {}).then(() => resolvePromise(result))
+    }
+    const maybeDone = () => {
+      if (result.initReadyMs === undefined) return
+      if (!hasAgent || result.agentReadyMs !== undefined) finish()
+    }
+    // Until /init says otherwise we don't know if an agent will speak; give it 30 s.
+    let hasAgent = true
+    const timer = setTimeout(() => finish(`timeout after ${timeoutMs} ms`), timeoutMs)
+
+    emulator.add_listener("emulator-started", () => {
+      result.startedMs = performance.now() - t0
+    })
+    emulator.add_listener("serial0-output-byte", (byte: number) => {
+      serialBytes.push(byte)
+      if (result.firstSerialMs === undefined) result.firstSerialMs = performance.now() - t0
+      if (byte !== 10) return
+      serial += Buffer.from(serialBytes).toString("latin1")
+      result.lineTimes.push(performance.now() - t0)
+      serialBytes.length = 0
+      if (result.initReadyMs === undefined && serial.includes(READY_LINE)) {
+        result.initReadyMs = performance.now() - t0
+        maybeDone()
+      }
+      if (/Kernel panic|end Kernel panic/.test(serial)) finish("kernel panic")
+    })
+    emulator.add_listener("virtio-console0-output-bytes", (bytes: Uint8Array) => {
+      if (result.agentReadyMs !== undefined) return
+      agentBytes = agentBytes.concat(Array.from(bytes))
+      for (let i = 0; i + 2 < agentBytes.length; i++) {
+        if (agentBytes[i] === READY_FRAME[0] && agentBytes[i + 1] === READY_FRAME[1] && agentBytes[i + 2] === READY_FRAME[2]) {
+          result.agentReadyMs = performance.now() - t0
+          maybeDone()
+          break
+        }
+      }
+    })
+    // If no agent frame arrives within 10 s of the init line, assume there is no agent.
+    const noAgent = setInterval(() => {
+      if (result.initReadyMs !== undefined && performance.now() - t0 > result.initReadyMs + 10_000) {
+        hasAgent = false
+        clearInterval(noAgent)
+        maybeDone()
+      }
+      if (finished) clearInterval(noAgent)
+    }, 200)
+  })
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b)
+  const m = Math.floor(s.length / 2)
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2
+}
+const ms = (x: number | undefined) => (x === undefined ? "-" : `${Math.round(x)} ms`)
+
+/** printk lines "[    1.234567] text" -> the steps that took longest. */
+const timeline = (serial: string) => {
+  const lines = serial.split("\n").map((l) => l.replace(/\r$/, ""))
+  const stamped: { t: number; text: string }[] = []
+  for (const l of lines) {
+    const m = /^\[\s*(\d+\.\d+)\]\s?(.*)$/.exec(l)
+    if (m) stamped.push({ t: Number(m[1]), text: m[2]! })
+  }
+  const steps = stamped.slice(0, -1).map((s, i) => ({ dt: stamped[i + 1]!.t - s.t, after: s.text, before: stamped[i + 1]!.text, at: s.t }))
+  return { stamped, slowest: steps.sort((a, b) => b.dt - a.dt).slice(0, 8) }
+}
+
+const main = async () => {
+  console.log(`v86 boot bench: ${runs} cold boots, ${memoryMB} MiB, initrd ${images.initrd ? `${images.initrd.byteLength} B` : "none"}${images.hda ? `, hda ${images.hda.byteLength} B` : ""}`)
+  console.log(`cmdline: ${cmdline}`)
+  const results: BootResult[] = []
+  for (let i = 0; i < runs; i++) {
+    const r = await bootOnce()
+    results.push(r)
+    console.log(`  boot ${i + 1}: started ${ms(r.startedMs)}, first kernel output ${ms(r.firstSerialMs)}, init ready ${ms(r.initReadyMs)}, agent ready ${ms(r.agentReadyMs)}${r.error ? `  ERROR: ${r.error}` : ""}`)
+    if (r.error) {
+      console.log(r.serial.slice(-3000))
+      process.exitCode = 1
+      break
+    }
+  }
+  const init = results.map((r) => r.initReadyMs).filter((x): x is number => x !== undefined)
+  const agent = results.map((r) => r.agentReadyMs).filter((x): x is number => x !== undefined)
+  if (init.length) console.log(`median time to "${READY_LINE}": ${ms(median(init))}  (min ${ms(Math.min(...init))}, max ${ms(Math.max(...init))})`)
+  if (agent.length) console.log(`median time to the agent's READY frame: ${ms(median(agent))}  (min ${ms(Math.min(...agent))}, max ${ms(Math.max(...agent))})`)
+
+  const first = results[0]
+  if (first) {
+    if (opt.log) console.log(`--- serial log of boot 1 ---\n${first.serial}--- end ---`)
+    const { stamped, slowest } = timeline(first.serial)
+    if (stamped.length) {
+      const last = stamped[stamped.length - 1]!
+      console.log(`kernel timeline (boot 1): ${stamped.length} printk lines, last at ${last.t.toFixed(3)} s: ${last.text}`)
+      const runInit = stamped.find((s) => s.text.startsWith("Run /init") || s.text.includes("Freeing unused kernel"))
+      if (runInit) console.log(`  kernel reached ${JSON.stringify(runInit.text)} at ${runInit.t.toFixed(3)} s (kernel clock)`)
+      console.log("  slowest steps (gap between consecutive printk lines):")
+      for (const s of slowest) console.log(`    ${(s.dt * 1000).toFixed(0).padStart(5)} ms at ${s.at.toFixed(3)} s  after: ${s.after.slice(0, 70)}\n${" ".repeat(24)}before: ${s.before.slice(0, 70)}`)
+    }
+  }
+}
+
+await main()

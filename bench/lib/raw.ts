@@ -1,0 +1,141 @@
+/**
+ * The peers v86box is measured against, booted from the same bundled image with a bench
+ * mode on the kernel command line (`v86box.bench=…`, read by image/init):
+ *
+ *   serial-shell  an interactive bash on ttyS0, driven by writing a command and scraping
+ *                 the output up to the next prompt (the seed project's approach)
+ *   virtio-echo   `cat` echoing /dev/hvc0 in raw mode (the channel's round trip), and a
+ *                 flood of N bytes on /dev/hvc1 when N is written to it (its throughput)
+ *
+ * These run v86 in this process, with nothing between the emulator and the measurement.
+ */
+import { readFileSync } from "node:fs"
+import { createRequire } from "node:module"
+import { dirname, join, resolve } from "node:path"
+import { fileURLToPath } from "node:url"
+import { V86 } from "v86"
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), "../..")
+const assets = join(root, "assets")
+const wasmPath = join(dirname(createRequire(import.meta.url).resolve("v86")), "v86.wasm")
+
+interface Manifest {
+  readonly memoryMB: number
+  readonly cmdline: string
+  readonly files: Record<string, { readonly path: string }>
+}
+
+const arrayBuffer = (path: string): ArrayBuffer => {
+  const bytes = readFileSync(path)
+  return bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer
+}
+
+export const percentile = (values: ReadonlyArray<number>, p: number): number => {
+  const sorted = [...values].sort((a, b) => a - b)
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!
+}
+
+/** The prompt the serial shell prints: unlikely in any command's output. */
+const PROMPT = "\u0001v86p\u0002$ "
+
+export interface RawMachine {
+  /** Types `command` on the serial shell; resolves with what it printed before the next prompt. */
+  readonly serialCommand: (command: string) => Promise<string>
+  /** One byte to the guest's echo and back. */
+  readonly virtioRoundTrip: () => Promise<void>
+  /** Asks the guest for `bytes` bytes on hvc1; resolves when they all arrived. */
+  readonly virtioFlood: (bytes: number) => Promise<void>
+  readonly destroy: () => Promise<void>
+}
+
+export type BenchMode = "serial-shell" | "virtio-echo"
+
+/** Boots the bundled image in bench mode; resolves once the peer is ready for input. */
+export const bootRawMachine = (mode: BenchMode, timeoutMs = 60_000): Promise<RawMachine> =>
+  new Promise((resolveBoot, rejectBoot) => {
+    const manifest: Manifest = JSON.parse(readFileSync(join(assets, "manifest.json"), "utf8"))
+    const file = (key: string) => ({ buffer: arrayBuffer(join(assets, manifest.files[key]!.path)) })
+    // The typings lack the bus and the extra virtio console ports that v86 has at run time.
+    const emulator: any = new V86({
+      wasm_path: wasmPath,
+      memory_size: manifest.memoryMB * 1024 * 1024,
+      vga_memory_size: 2 * 1024 * 1024,
+      bios: file("bios"),
+      vga_bios: file("vgaBios"),
+      bzimage: file("kernel"),
+      initrd: file("initrd"),
+      cmdline: `${manifest.cmdline} v86box.bench=${mode}`,
+      virtio_console: true,
+      autostart: true,
+      disable_keyboard: true,
+      disable_mouse: true,
+      disable_speaker: true
+    } as never)
+
+    let serial = ""
+    let serialWaiter: ((text: string) => void) | undefined
+    const serialDecoder = new TextDecoder()
+    emulator.add_listener("serial0-output-byte", (byte: number) => {
+      serial += serialDecoder.decode(Uint8Array.of(byte), { stream: true })
+      const end = serial.indexOf(PROMPT)
+      if (end !== -1 && serialWaiter !== undefined) {
+        const waiter = serialWaiter
+        serialWaiter = undefined
+        const output = serial.slice(0, end)
+        serial = serial.slice(end + PROMPT.length)
+        waiter(output)
+      }
+    })
+    const untilPrompt = () => new Promise<string>((resolvePrompt) => (serialWaiter = resolvePrompt))
+
+    let echoWaiter: (() => void) | undefined
+    emulator.add_listener("virtio-console0-output-bytes", () => {
+      const waiter = echoWaiter
+      echoWaiter = undefined
+      waiter?.()
+    })
+    let flood = { expected: 0, received: 0, done: undefined as (() => void) | undefined }
+    emulator.add_listener("virtio-console1-output-bytes", (bytes: Uint8Array) => {
+      flood.received += bytes.length
+      if (flood.received >= flood.expected) flood.done?.()
+    })
+
+    const machine: RawMachine = {
+      serialCommand: (command) => {
+        const output = untilPrompt()
+        for (const byte of new TextEncoder().encode(`${command}\n`)) emulator.serial0_send(String.fromCharCode(byte))
+        return output.then((text) => text.slice(text.indexOf("\n") + 1))
+      },
+      virtioRoundTrip: () =>
+        new Promise<void>((resolveEcho) => {
+          echoWaiter = resolveEcho
+          emulator.bus.send("virtio-console0-input-bytes", Uint8Array.of(0x2e))
+        }),
+      virtioFlood: (bytes) =>
+        new Promise<void>((resolveFlood) => {
+          flood = { expected: bytes, received: 0, done: resolveFlood }
+          emulator.bus.send("virtio-console1-input-bytes", new TextEncoder().encode(`${bytes}\n`))
+        }),
+      destroy: () => emulator.destroy()
+    }
+
+    const timer = setTimeout(() => {
+      void emulator.destroy()
+      rejectBoot(new Error(`bench mode ${mode} did not become ready in ${timeoutMs} ms:\n${serial.slice(-2000)}`))
+    }, timeoutMs)
+    const ready = () => {
+      clearTimeout(timer)
+      resolveBoot(machine)
+    }
+    if (mode === "serial-shell") {
+      void untilPrompt().then(ready)
+    } else {
+      // The guest prints this on ttyS0 once cat and the flood listener run.
+      const poll = setInterval(() => {
+        if (serial.includes("v86box: bench ready")) {
+          clearInterval(poll)
+          ready()
+        }
+      }, 5)
+    }
+  })

@@ -1,0 +1,291 @@
+#!/usr/bin/env bash
+# Builds the v86box guest image into assets/ from pinned Debian bookworm packages.
+#
+#   image/build.sh                 everything: kernel, root filesystem, BIOS, manifest
+#   image/build.sh --rootfs-only   only the root filesystem (after agent or /init changes);
+#                                  keeps assets/bzImage and the BIOS files as they are
+#   image/build.sh --update-lock   re-resolve packages.txt to Debian's current versions,
+#                                  rewrite packages.lock, then build everything
+#
+# Needs Debian 12 (bookworm) and root: it apt-installs its build tools, enables the
+# i386 architecture and chowns files inside the image. Work happens in a cache dir
+# (V86BOX_IMAGE_CACHE, default /var/cache/v86box-image) and a temp dir; assets/ is
+# only touched at the very end, one rename per file, so a failed download or a
+# checksum mismatch leaves the committed image as it was.
+set -euo pipefail
+
+die() { echo "image/build.sh: error: $*" >&2; exit 1; }
+log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+
+MODE=all
+UPDATE_LOCK=0
+for arg in "$@"; do
+  case "$arg" in
+    --rootfs-only) MODE=rootfs ;;
+    --update-lock) UPDATE_LOCK=1 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    *) die "unknown option '$arg' (try --help)" ;;
+  esac
+done
+
+# --- bad input first: say what is needed and stop before doing anything -----------
+[ -r /etc/os-release ] && . /etc/os-release
+if [ "${ID:-}" != debian ] || [ "${VERSION_CODENAME:-}" != bookworm ]; then
+  die "needs Debian 12 (bookworm): the kernel source, the i386 userland and SeaBIOS are pinned to bookworm packages (this host is '${PRETTY_NAME:-unknown}'). Run it in a debian:bookworm container or VM."
+fi
+[ "$(id -u)" = 0 ] || die "needs root: it runs apt-get install and dpkg --add-architecture i386, and chowns files inside the image. Run: sudo npm run image:build"
+[ "$UPDATE_LOCK" = 1 ] && [ "$MODE" = rootfs ] && die "--update-lock and --rootfs-only do not mix: new package versions need a full build"
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(dirname "$HERE")
+ASSETS="$REPO/assets"
+CACHE="${V86BOX_IMAGE_CACHE:-/var/cache/v86box-image}"
+LOCK="$HERE/packages.lock"
+
+# Everything that ends up in an output gets the same clock, owner and order.
+export SOURCE_DATE_EPOCH=1767225600            # 2026-01-01 00:00:00 UTC
+export KBUILD_BUILD_TIMESTAMP="Thu Jan  1 00:00:00 UTC 2026"
+export KBUILD_BUILD_USER=v86box KBUILD_BUILD_HOST=v86box KBUILD_BUILD_VERSION=1
+export LC_ALL=C TZ=UTC
+umask 022
+
+# The only things outside Debian: the v86 version the image is tested with and the
+# agent protocol version /init hands over to (read by the SDK from manifest.json).
+V86_VERSION=0.5.462
+AGENT_PROTOCOL=1
+# Guest RAM: v86 copies the initrd to 64 MiB, so this must exceed 64 MiB + initrd;
+# bench/boot.ts measured the smallest size that boots reliably (see report in README).
+MEMORY_MB=128
+# Kernel command line, passed by the SDK to v86 verbatim (see image/README.md for why
+# each option is there).
+CMDLINE="console=ttyS0 loglevel=4 lpj=4000000 tsc=reliable no_timer_check noreplace-smp random.trust_cpu=off panic=-1 rdinit=/init"
+
+T0=$(date +%s)
+mkdir -p "$CACHE"/{debs,kernel,unpacked}
+WORK=$(mktemp -d /tmp/v86box-image.XXXXXX)
+trap 'rm -rf "$WORK"' EXIT
+
+# --- build tools ---------------------------------------------------------------------
+HOST_TOOLS=(build-essential bc flex bison libelf-dev libssl-dev gcc-multilib cpio xz-utils gzip dpkg-dev nodejs)
+install_tools() {
+  local missing=() p
+  for p in "${HOST_TOOLS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  local need_update=0
+  if ! dpkg --print-foreign-architectures | grep -qx i386; then
+    log "enabling the i386 architecture"
+    dpkg --add-architecture i386
+    need_update=1
+  fi
+  ls /var/lib/apt/lists/*_binary-i386_Packages* >/dev/null 2>&1 || need_update=1
+  [ ${#missing[@]} -gt 0 ] && need_update=1
+  [ "$UPDATE_LOCK" = 1 ] && need_update=1
+  if [ "$need_update" = 1 ]; then
+    # A partial failure (one mirror mid-sync) is not fatal: every .deb we use is
+    # checked against packages.lock anyway.
+    apt-get update -qq || log "warning: apt-get update reported errors; continuing (checksums still apply)"
+  fi
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing build tools: ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+install_tools
+
+# --- the lock: package version arch sha256 source sourceVersion role ------------------
+# role: rootfs (unpacked into the guest), kernel (linux-source), bios (seabios).
+BUILD_INPUTS=("linux-source-6.1 all kernel" "seabios all bios")
+
+deb_name() { # package version arch -> the file name apt-get download gives it
+  local v=${2//:/%3a}; echo "${1}_${v}_${3}.deb"
+}
+
+update_lock() {
+  log "resolving current versions for packages.lock"
+  local dl="$WORK/lockdl"; mkdir -p "$dl"; chown _apt "$dl" 2>/dev/null || true
+  local entries=() p
+  while read -r p; do entries+=("$p i386 rootfs"); done < <(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$HERE/packages.txt")
+  entries+=("${BUILD_INPUTS[@]}")
+  {
+    echo "# Generated by image/build.sh --update-lock. Every .deb is checked against this on each build."
+    printf '# package\tversion\tarch\tsha256\tsource\tsourceVersion\trole\n'
+    local e name arch role spec f ver src srcver
+    for e in "${entries[@]}"; do
+      read -r name arch role <<<"$e"
+      spec=$name; [ "$arch" = i386 ] && spec="$name:i386"
+      # Architecture-independent packages (terminfo, magic data) have no :i386 variant.
+      (cd "$dl" && { apt-get download -qq "$spec" >/dev/null 2>&1 || apt-get download -qq "$name" >/dev/null 2>&1; }) ||
+        die "apt-get download $spec failed"
+      f=$(ls -t "$dl"/"${name}"_*.deb | head -1)
+      ver=$(dpkg-deb -f "$f" Version)
+      src=$(dpkg-deb -f "$f" Source); srcver=$ver
+      if [ -z "$src" ]; then src=$name
+      elif [[ "$src" == *"("* ]]; then srcver=${src#*(}; srcver=${srcver%)}; src=${src%% *}
+      fi
+      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$ver" "$(dpkg-deb -f "$f" Architecture)" \
+        "$(sha256sum "$f" | cut -d' ' -f1)" "$src" "$srcver" "$role"
+      mv "$f" "$CACHE/debs/"
+    done
+  } > "$WORK/packages.lock"
+  mv "$WORK/packages.lock" "$LOCK"
+}
+[ "$UPDATE_LOCK" = 1 ] && update_lock
+[ -r "$LOCK" ] || die "$LOCK is missing: run image/build.sh --update-lock once"
+
+# fetch_deb package version arch sha256: the verified .deb's path on stdout.
+fetch_deb() {
+  local f="$CACHE/debs/$(deb_name "$1" "$2" "$3")" spec="$1=$2"
+  [ "$3" = i386 ] && spec="$1:i386=$2"
+  if [ -f "$f" ] && [ "$(sha256sum "$f" | cut -d' ' -f1)" = "$4" ]; then echo "$f"; return; fi
+  # apt's own cache may already hold it (e.g. linux-source installed by hand).
+  local a="/var/cache/apt/archives/$(deb_name "$1" "$2" "$3")"
+  if [ -f "$a" ] && [ "$(sha256sum "$a" | cut -d' ' -f1)" = "$4" ]; then cp "$a" "$f"; echo "$f"; return; fi
+  local dl; dl=$(mktemp -d "$WORK/dl.XXXX"); chown _apt "$dl" 2>/dev/null || true
+  (cd "$dl" && apt-get download -qq "$spec" >/dev/null 2>&1) ||
+    die "download of $spec failed (no network, or Debian no longer carries that version: then run image/build.sh --update-lock and review the diff of image/packages.lock). assets/ is unchanged."
+  local got; got=$(sha256sum "$dl"/*.deb | cut -d' ' -f1)
+  [ "$got" = "$4" ] || die "checksum mismatch for $spec: packages.lock says $4, the download is $got. assets/ is unchanged."
+  mv "$dl"/*.deb "$f"; echo "$f"
+}
+
+# lock_rows ROLE -> "package version arch sha256 source sourceVersion" lines
+lock_rows() { awk -F'\t' -v r="$1" '!/^#/ && $7 == r { print $1, $2, $3, $4, $5, $6 }' "$LOCK"; }
+
+# Fetch and verify everything up front: a missing or altered .deb aborts here.
+log "fetching and verifying .debs against packages.lock"
+declare -A DEB
+while read -r pkg ver arch sha src srcver; do
+  DEB[$pkg]=$(fetch_deb "$pkg" "$ver" "$arch" "$sha")
+done < <(lock_rows rootfs; lock_rows kernel; lock_rows bios)
+
+sha_of() { sha256sum "$1" | cut -d' ' -f1; }
+
+# --- kernel ----------------------------------------------------------------------------
+OUT="$WORK/out"; mkdir -p "$OUT"
+build_kernel() {
+  read -r _ kver _ ksha _ _ < <(lock_rows kernel)
+  # The cached kernel is reused only when nothing it is made from changed.
+  local key
+  key=$(cat "$HERE/kernel.fragment" "$HERE"/patches/*.patch <(echo "$ksha $KBUILD_BUILD_TIMESTAMP") \
+        <(sed -n '/^build_kernel()/,/^}/p' "$0") | sha256sum | cut -c1-16)
+  local kdir="$CACHE/kernel/$key"
+  if [ -f "$kdir/bzImage" ]; then
+    log "kernel: cached ($kdir)"
+  else
+    log "kernel: building linux $kver (i386 tinyconfig + image/kernel.fragment), ~4-5 min on 2 cores"
+    rm -rf "$kdir"; mkdir -p "$kdir"
+    local src="$kdir/src"; mkdir -p "$src"
+    dpkg-deb --fsys-tarfile "${DEB[linux-source-6.1]}" | tar -xO ./usr/src/linux-source-6.1.tar.xz |
+      tar -xJ -C "$src" --strip-components=1
+    local p; for p in "$HERE"/patches/*.patch; do patch -s -d "$src" -p1 < "$p"; done
+    make -s -C "$src" ARCH=i386 tinyconfig >/dev/null
+    (cd "$src" && scripts/kconfig/merge_config.sh -m .config "$HERE/kernel.fragment" >/dev/null)
+    make -s -C "$src" ARCH=i386 olddefconfig >/dev/null
+    check_kconfig "$src/.config"
+    make -s -C "$src" ARCH=i386 -j"$(nproc)" bzImage >"$kdir/build.log" 2>&1 ||
+      { tail -30 "$kdir/build.log" >&2; die "kernel build failed (log: $kdir/build.log)"; }
+    cp "$src/arch/x86/boot/bzImage" "$kdir/bzImage"; cp "$src/.config" "$kdir/config"
+    rm -rf "$src"   # 1+ GB; the key above says when to rebuild
+  fi
+  cp "$kdir/bzImage" "$OUT/bzImage"
+  local size; size=$(stat -c %s "$OUT/bzImage")
+  [ "$size" -le $((2 * 1024 * 1024)) ] || die "bzImage is $size bytes, over the 2 MB budget"
+}
+
+# Each option in the fragment must have landed: =y/=N/="s" exactly, =n as "not set".
+check_kconfig() {
+  local cfg="$1" bad=0 k v
+  while IFS='=' read -r k v; do
+    if [ "$v" = n ]; then
+      grep -q "^$k=" "$cfg" && { echo "  $k should be off, is $(grep "^$k=" "$cfg")" >&2; bad=1; }
+    else
+      grep -qx "$k=$v" "$cfg" || { echo "  $k=$v requested, got: $(grep -E "^(# )?$k[= ]" "$cfg" || echo absent)" >&2; bad=1; }
+    fi
+  done < <(grep -E '^CONFIG_' "$HERE/kernel.fragment")
+  [ "$bad" = 0 ] || die "kernel .config lacks requested options (a dependency is missing; see above)"
+  log "kernel: all $(grep -c '^CONFIG_' "$HERE/kernel.fragment") fragment options verified in .config"
+}
+
+# --- root filesystem -------------------------------------------------------------------
+build_rootfs() {
+  local key; key=$(lock_rows rootfs | sha256sum | cut -c1-16)
+  local base="$CACHE/unpacked/$key"
+  if [ ! -f "$base/.done" ]; then
+    log "rootfs: unpacking $(lock_rows rootfs | wc -l) .debs"
+    rm -rf "$base"; mkdir -p "$base/root"
+    local pkg
+    while read -r pkg _; do dpkg -x "${DEB[$pkg]}" "$base/root"; done < <(lock_rows rootfs)
+    touch "$base/.done"
+  fi
+  local R="$WORK/rootfs"
+  cp -a "$base/root" "$R"
+  bash "$HERE/rootfs.sh" "$R" "$HERE"
+
+  # The agent (issue #3) becomes PID 1 when present; /init checks for it.
+  if [ -f "$HERE/agent/agent.c" ]; then
+    log "rootfs: building the agent (gcc -m32 -static)"
+    if [ -f "$HERE/agent/Makefile" ]; then
+      make -s -C "$HERE/agent" agent-i386 OUT="$WORK/v86box-agent" >&2
+    else
+      gcc -m32 -static -O2 -s -std=gnu11 -D_FILE_OFFSET_BITS=64 -D_TIME_BITS=64 \
+        -ffile-prefix-map="$HERE/agent"=. -Wl,--build-id=none -o "$WORK/v86box-agent" "$HERE/agent/agent.c"
+    fi
+    install -m 0755 "$WORK/v86box-agent" "$R/usr/sbin/v86box-agent"
+  fi
+
+  check_needed "$R"
+
+  # Fixed owner, clock and order so the archive is byte-identical on every build.
+  chown -hR 0:0 "$R"; chown -h 1000:1000 "$R/home/user"
+  find "$R" -newermt "@$SOURCE_DATE_EPOCH" -print0 | xargs -0r touch -h -d "@$SOURCE_DATE_EPOCH"
+  (cd "$R" && find . -mindepth 1 -printf '%P\n' | LC_ALL=C sort |
+     cpio -o -H newc --reproducible --quiet) > "$WORK/rootfs.cpio"
+  gzip -9 -n < "$WORK/rootfs.cpio" > "$OUT/rootfs.cpio.gz"
+  log "rootfs: $(du -sh --apparent-size "$R" | cut -f1) unpacked, cpio $(stat -c %s "$WORK/rootfs.cpio") B, gzip $(stat -c %s "$OUT/rootfs.cpio.gz") B"
+  [ "$(stat -c %s "$OUT/rootfs.cpio.gz")" -le $((14 * 1024 * 1024)) ] || die "compressed root filesystem over 14 MB"
+}
+
+# Every ELF in the image must find its NEEDED libraries inside the image.
+check_needed() {
+  local R="$1" bad=0 f lib have
+  have=$(find "$R/usr/lib/i386-linux-gnu" "$R/usr/lib" -maxdepth 1 -name '*.so*' -printf '%f\n' | sort -u)
+  while IFS= read -r f; do
+    for lib in $(readelf -d "$f" 2>/dev/null | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'); do
+      grep -qx "$lib" <<<"$have" || { echo "  ${f#"$R"} needs $lib" >&2; bad=1; }
+    done
+  done < <(find "$R" -type f -perm /111 -exec sh -c 'head -c4 "$1" | grep -q ELF && echo "$1"' _ {} \;)
+  [ "$bad" = 0 ] || die "shared libraries missing from the image (add their packages to packages.txt)"
+}
+
+# --- BIOS ------------------------------------------------------------------------------
+build_bios() {
+  mkdir -p "$WORK/seabios"
+  dpkg -x "${DEB[seabios]}" "$WORK/seabios"
+  cp "$WORK/seabios/usr/share/seabios/bios.bin" "$OUT/seabios.bin"
+  cp "$WORK/seabios/usr/share/seabios/vgabios-stdvga.bin" "$OUT/vgabios.bin"
+}
+
+if [ "$MODE" = all ]; then
+  build_kernel
+  build_bios
+else
+  for f in bzImage seabios.bin vgabios.bin manifest.json; do
+    [ -f "$ASSETS/$f" ] || die "--rootfs-only needs an existing assets/$f: run a full image/build.sh first"
+    [ "$f" = manifest.json ] || cp "$ASSETS/$f" "$OUT/$f"
+  done
+fi
+build_rootfs
+
+# --- manifest and licences -------------------------------------------------------------
+log "writing manifest.json and LICENSES.md"
+lock_rows rootfs > "$WORK/rootfs.rows"; lock_rows kernel > "$WORK/kernel.rows"; lock_rows bios > "$WORK/bios.rows"
+node "$HERE/manifest.mjs" "$OUT" "$WORK" "$V86_VERSION" "$AGENT_PROTOCOL" "$MEMORY_MB" "$CMDLINE"
+
+# --- publish: one rename per file, the manifest last -----------------------------------
+mkdir -p "$ASSETS"
+for f in bzImage rootfs.cpio.gz seabios.bin vgabios.bin LICENSES.md manifest.json; do
+  cp "$OUT/$f" "$ASSETS/.$f.new" && mv -f "$ASSETS/.$f.new" "$ASSETS/$f"
+done
+log "done in $(( $(date +%s) - T0 )) s:"
+(cd "$ASSETS" && sha256sum bzImage rootfs.cpio.gz seabios.bin vgabios.bin && ls -l bzImage rootfs.cpio.gz seabios.bin vgabios.bin) >&2
