@@ -95,15 +95,25 @@ export class Channel {
   /** The consumer took `bytes` of output: give the guest room for as many more. */
   consumed(bytes: number): Effect.Effect<void, MachineError> {
     this.uncreditedBytes += bytes
-    return this.uncreditedBytes < CREDIT_BATCH_BYTES ? Effect.void : this.returnCredit()
+    return this.returnCredit()
   }
 
+  /**
+   * Credit goes back in fixed units of CREDIT_BATCH_BYTES, whatever sizes the consumer
+   * took: so the frames the client sends depend only on how much output arrived, not on
+   * how the consumer's reads were batched, and a recording replays byte for byte. The
+   * remainder (< one unit) never starves the agent: it still holds the rest of its window.
+   */
   private returnCredit(): Effect.Effect<void, MachineError> {
-    const credit = this.uncreditedBytes
-    this.uncreditedBytes = 0
-    return credit === 0 || this.done
-      ? Effect.void
-      : this.client.sendFrame({ type: FrameType.CREDIT, channel: this.id, payload: encodeU32(credit) })
+    const units = Math.floor(this.uncreditedBytes / CREDIT_BATCH_BYTES)
+    if (units === 0 || this.done) return Effect.void
+    this.uncreditedBytes -= units * CREDIT_BATCH_BYTES
+    const credit = encodeU32(CREDIT_BATCH_BYTES)
+    return Effect.forEach(
+      Array.from({ length: units }),
+      () => this.client.sendFrame({ type: FrameType.CREDIT, channel: this.id, payload: credit }),
+      { discard: true }
+    )
   }
 
   /**

@@ -12,7 +12,7 @@ import * as Sink from "effect/Sink"
 import * as Stream from "effect/Stream"
 import { randomBytes } from "node:crypto"
 import * as Assets from "../Assets.ts"
-import { type AssetError, BootTimeout, CommandTimeout, type InvalidOptions, MachineError, OutputLimitExceeded } from "../Errors.ts"
+import { type AssetError, BootTimeout, CommandTimeout, InvalidOptions, MachineError, OutputLimitExceeded } from "../Errors.ts"
 import {
   decodeBoxOptions,
   decodeExecOptions,
@@ -54,6 +54,11 @@ export const make = (
         onProgress: decoded.onProgress
       })
       const memoryMB = decoded.memoryMB ?? assets.memoryMB
+      if (memoryMB < assets.memoryMB) {
+        return yield* Effect.fail(
+          new InvalidOptions({ issues: [`memoryMB: this image needs at least ${assets.memoryMB} MiB, got ${memoryMB}`] })
+        )
+      }
       hooks.onAssets?.(assets, memoryMB)
       const live = yield* V86Machine.make({
         wasm: yield* compileWasm(assets.wasm),
@@ -129,6 +134,11 @@ const makeService = (
     Effect.scoped(
       Effect.gen(function*() {
         const decoded = yield* decodeExecOptions(command, options)
+        if (decoded.stdin === "pipe") {
+          return yield* Effect.fail(
+            new InvalidOptions({ issues: ['stdin: "pipe" is for start(); give exec the input itself (text, bytes or a Stream)'] })
+          )
+        }
         const maxOutputBytes = decoded.maxOutputBytes ?? defaults.maxOutputBytes
         const process = yield* startProcess(client, command, {
           ...decoded,

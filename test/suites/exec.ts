@@ -37,7 +37,9 @@ export const execSuite = (it: Vitest.MethodsNonLive<V86Box, boolean>, driver: Su
   it.scoped("all 256 byte values come through start exactly", () =>
     Effect.gen(function*() {
       const box = yield* V86Box
-      const process = yield* box.start(`for i in $(seq 0 255); do printf "\\\\$(printf %03o $i)"; done`)
+      // One printf with all 256 octal escapes: a loop would fork 256 times.
+      const escapes = Array.from({ length: 256 }, (_, byte) => `\\${byte.toString(8).padStart(3, "0")}`).join("")
+      const process = yield* box.start(`printf '${escapes}'`)
       const bytes = concatChunks(yield* Stream.runCollect(process.stdout))
       expect(Array.from(bytes)).toEqual(Array.from({ length: 256 }, (_, index) => index))
       expect(yield* process.exitCode).toBe(0)
@@ -69,7 +71,11 @@ export const execSuite = (it: Vitest.MethodsNonLive<V86Box, boolean>, driver: Su
   it.effect("the timeout error carries the output produced before it", () =>
     Effect.gen(function*() {
       const box = yield* V86Box
-      const running = yield* Effect.fork(box.exec("echo partial; echo oops >&2; sleep 100", { timeout: "1 second" }))
+      const running = yield* Effect.fork(
+        box.exec("echo partial; echo oops >&2; touch /tmp/partial-written; sleep 100", { timeout: "1 second" })
+      )
+      // Let the timeout fire only once the output exists (the TestClock would fire it at once).
+      yield* box.exec("while [ ! -e /tmp/partial-written ]; do sleep 0.02; done")
       yield* driver.elapse("1 second")
       const error = yield* Effect.flip(Fiber.join(running))
       if (error._tag !== "CommandTimeout") throw new Error(`expected CommandTimeout, got ${error._tag}`)
@@ -83,9 +89,10 @@ export const execSuite = (it: Vitest.MethodsNonLive<V86Box, boolean>, driver: Su
       const box = yield* V86Box
       const fiber = yield* Effect.fork(box.exec("sleep 101"))
       // Wait until the guest really runs it, then interrupt.
-      yield* box.exec("while ! pgrep -f 'sleep 101' >/dev/null; do sleep 0.05; done")
+      // The [1] keeps pgrep from matching the shell that runs it.
+      yield* box.exec("while ! pgrep -f 'sleep 10[1]' >/dev/null; do sleep 0.05; done")
       yield* Fiber.interrupt(fiber)
-      const left = yield* box.exec("pgrep -f 'sleep 101'; echo status $?")
+      const left = yield* box.exec("pgrep -f 'sleep 10[1]'; echo status $?")
       expect(left.stdout).toBe("status 1\n")
     }))
 

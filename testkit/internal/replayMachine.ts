@@ -8,6 +8,7 @@ import * as Effect from "effect/Effect"
 import * as FiberId from "effect/FiberId"
 import { MachineError } from "../../src/Errors.ts"
 import { ConsoleTail, fatalKernelMessage, type Machine } from "../../src/internal/machine.ts"
+import { FrameType, HEADER_BYTES, MAGIC_0, MAGIC_1 } from "../../src/internal/protocol.ts"
 import { TranscriptMismatch } from "../Errors.ts"
 import type { Event, Transcript } from "../Transcript.ts"
 
@@ -71,21 +72,13 @@ export const make = (transcript: Transcript, source: string, options: ReplayOpti
       Effect.suspend(() => {
         if (mismatch !== undefined) return Effect.die(mismatch)
         advance()
-        // Sends may run ahead of guest output that was recorded before them (races
-        // between fibers), but never ahead of another send.
-        let index = cursor
-        while (index < events.length) {
-          const event = events[index]!
-          if (event.d === "to" && !consumed[index]) break
-          if (event.d === "fail") break
-          index++
-        }
-        const expected = events[index]
-        if (expected === undefined || expected.d !== "to" || !sameBytes(expected.data, bytes)) {
+        const index = matchingSend(bytes)
+        if (index === undefined || !sameBytes((events[index] as { readonly data: Uint8Array }).data, bytes)) {
+          const expected = index === undefined ? undefined : events[index]
           mismatch = new TranscriptMismatch({
             source,
-            eventIndex: index,
-            expected: expected?.d === "to" ? escapeBytes(expected.data) : "(no more sends recorded)",
+            eventIndex: index ?? events.length,
+            expected: expected?.d === "to" ? escapeBytes(expected.data) : "(no more sends recorded for this channel)",
             actual: escapeBytes(bytes)
           })
           wakeWaiters()
@@ -96,6 +89,33 @@ export const make = (transcript: Transcript, source: string, options: ReplayOpti
         wakeWaiters()
         return Effect.void
       })
+
+    /**
+     * The recorded send this one must equal. Sends keep their order per channel, but
+     * channels interleave as their fibers happen to run, and CREDIT frames (all alike)
+     * may pass a channel's other frames: consumers and timers race in a live recording.
+     */
+    const matchingSend = (bytes: Uint8Array): number | undefined => {
+      const header = frameHeader(bytes)
+      let firstOfChannel: number | undefined
+      for (let index = cursor; index < events.length; index++) {
+        const event = events[index]!
+        if (event.d === "fail") break
+        if (event.d !== "to" || consumed[index]) continue
+        const recorded = frameHeader(event.data)
+        if (header === undefined || recorded === undefined) return index
+        if (recorded.channel !== header.channel) continue
+        const isCredit = recorded.type === FrameType.CREDIT
+        if (header.type === FrameType.CREDIT) {
+          if (isCredit && sameBytes(event.data, bytes)) return index
+          firstOfChannel ??= index
+          continue
+        }
+        if (!isCredit) return index
+        firstOfChannel ??= index
+      }
+      return firstOfChannel
+    }
 
     return {
       receive,
@@ -114,6 +134,11 @@ export const make = (transcript: Transcript, source: string, options: ReplayOpti
       )
     }
   })
+
+const frameHeader = (bytes: Uint8Array): { readonly type: number; readonly channel: number } | undefined =>
+  bytes.length >= HEADER_BYTES && bytes[0] === MAGIC_0 && bytes[1] === MAGIC_1
+    ? { type: bytes[2]!, channel: new DataView(bytes.buffer, bytes.byteOffset + 4, 4).getUint32(0, true) }
+    : undefined
 
 const sameBytes = (left: Uint8Array, right: Uint8Array) =>
   left.length === right.length && left.every((byte, index) => byte === right[index])
