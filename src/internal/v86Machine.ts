@@ -7,6 +7,7 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Mailbox from "effect/Mailbox"
 import * as Option from "effect/Option"
+import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import { Worker } from "node:worker_threads"
 import { MachineError } from "../Errors.ts"
@@ -28,13 +29,19 @@ export interface V86MachineConfig {
 
 const stopGrace = Duration.seconds(2)
 
-type WorkerMessage =
-  | { readonly type: "started" }
-  | { readonly type: "agent"; readonly bytes: Uint8Array }
-  | { readonly type: "serial"; readonly bytes: Uint8Array }
-  | { readonly type: "saved"; readonly id: number; readonly state: ArrayBuffer }
-  | { readonly type: "failed"; readonly message: string }
-  | { readonly type: "stopped" }
+/**
+ * What the worker may post (see v86Worker.mjs). Checked on arrival: the worker is plain
+ * JavaScript, so this Schema is where its messages get their types.
+ */
+const WorkerMessage = Schema.Union(
+  Schema.TaggedStruct("started", {}),
+  Schema.TaggedStruct("agent", { bytes: Schema.Uint8ArrayFromSelf }),
+  Schema.TaggedStruct("serial", { bytes: Schema.Uint8ArrayFromSelf }),
+  Schema.TaggedStruct("saved", { id: Schema.Number, state: Schema.instanceOf(ArrayBuffer) }),
+  Schema.TaggedStruct("failed", { message: Schema.String }),
+  Schema.TaggedStruct("stopped", {})
+)
+const isWorkerMessage = Schema.is(WorkerMessage)
 
 const workerUrl = new URL("./v86Worker.mjs", import.meta.url)
 
@@ -79,8 +86,9 @@ export const make = (config: V86MachineConfig): Effect.Effect<Machine, MachineEr
       (worker) => stopWorker(worker, stopped)
     )
 
-    worker.on("message", (message: WorkerMessage) => {
-      switch (message.type) {
+    worker.on("message", (message: unknown) => {
+      if (!isWorkerMessage(message)) return fail(`the emulator worker sent an unknown message: ${String(message)}`)
+      switch (message._tag) {
         case "started":
           Deferred.unsafeDone(started, Effect.void)
           break

@@ -9,12 +9,13 @@
 //   { type: "save", id }       save the machine state
 //   { type: "stop" }           destroy the emulator, then exit
 // Messages out:
-//   { type: "started" }                 the emulator runs; input may be sent
-//   { type: "agent", bytes }            bytes the guest wrote to /dev/hvc0
-//   { type: "serial", bytes }           bytes the guest wrote to ttyS0 (kernel log)
-//   { type: "saved", id, state }        answer to "save"
-//   { type: "failed", message }         the emulator could not start or crashed
-//   { type: "stopped" }
+//   { _tag: "started" }                 the emulator runs; input may be sent
+//   { _tag: "agent", bytes }            bytes the guest wrote to /dev/hvc0
+//   { _tag: "serial", bytes }           bytes the guest wrote to ttyS0 (kernel log)
+//   { _tag: "saved", id, state }        answer to "save"
+//   { _tag: "failed", message }         the emulator could not start or crashed
+//   { _tag: "stopped" }
+// (checked with a Schema on arrival, in v86Machine.ts)
 import { parentPort } from "node:worker_threads"
 import V86 from "v86"
 
@@ -49,7 +50,7 @@ const flush = () => {
     if (chunks.length === 0) continue
     outbox[kind] = []
     const bytes = join(chunks)
-    port.postMessage({ type: kind, bytes }, [bytes.buffer])
+    port.postMessage({ _tag: kind, bytes }, [bytes.buffer])
   }
 }
 
@@ -114,7 +115,7 @@ const boot = (config) => {
     options.cmdline = config.cmdline
   }
   emulator = new V86(options)
-  emulator.add_listener("emulator-started", () => port.postMessage({ type: "started" }))
+  emulator.add_listener("emulator-started", () => port.postMessage({ _tag: "started" }))
   emulator.add_listener("serial0-output-byte", (byte) => {
     outbox.serial.push(Uint8Array.of(byte))
     scheduleFlush()
@@ -132,7 +133,7 @@ const stop = async () => {
   try {
     await emulator?.destroy()
   } finally {
-    port.postMessage({ type: "stopped" })
+    port.postMessage({ _tag: "stopped" })
     port.close()
   }
 }
@@ -149,8 +150,8 @@ port.on("message", (message) => {
         break
       case "save":
         emulator.save_state().then(
-          (state) => port.postMessage({ type: "saved", id: message.id, state }, [state]),
-          (error) => port.postMessage({ type: "failed", message: `save_state failed: ${String(error)}` })
+          (state) => port.postMessage({ _tag: "saved", id: message.id, state }, [state]),
+          (error) => port.postMessage({ _tag: "failed", message: `save_state failed: ${String(error)}` })
         )
         break
       case "stop":
@@ -158,6 +159,6 @@ port.on("message", (message) => {
         break
     }
   } catch (error) {
-    port.postMessage({ type: "failed", message: error instanceof Error ? error.stack ?? error.message : String(error) })
+    port.postMessage({ _tag: "failed", message: error instanceof Error ? error.stack ?? error.message : String(error) })
   }
 })
