@@ -45,7 +45,9 @@ export const V86BoxOptionsSchema = Schema.Struct({
   commandTimeout: Schema.optional(DurationInput),
   maxOutputBytes: Schema.optional(ByteCount),
   assetsDir: Schema.optional(Schema.String.pipe(Schema.minLength(1))),
-  assets: Schema.optional(AssetSources)
+  assets: Schema.optional(AssetSources),
+  warmStart: Schema.optional(Schema.Boolean),
+  stateFile: Schema.optional(Schema.String.pipe(Schema.minLength(1)))
 })
 
 /**
@@ -69,6 +71,14 @@ export interface V86BoxOptions {
   readonly assets?: AssetSources | undefined
   /** Called as asset downloads progress. */
   readonly onProgress?: ((progress: DownloadProgress) => void) | undefined
+  /**
+   * Resume a saved booted state instead of booting (default true). The first cold boot
+   * of an image saves one in `assetsDir/states/`; a state that will not resume is
+   * logged, replaced and never fatal.
+   */
+  readonly warmStart?: boolean | undefined
+  /** Where the booted state is kept. Default: `assetsDir/states/<key>.v86state`. */
+  readonly stateFile?: string | undefined
 }
 
 /**
@@ -130,6 +140,8 @@ export interface DecodedBoxOptions {
   readonly assetsDir: string | undefined
   readonly assets: AssetSources | undefined
   readonly onProgress: ((progress: DownloadProgress) => void) | undefined
+  readonly warmStart: boolean
+  readonly stateFile: string | undefined
 }
 
 /** @internal */
@@ -171,7 +183,9 @@ export const decodeBoxOptions = (options: V86BoxOptions | undefined): Effect.Eff
       maxOutputBytes: decoded.maxOutputBytes ?? defaultMaxOutputBytes,
       assetsDir: decoded.assetsDir,
       assets: decoded.assets,
-      onProgress
+      onProgress,
+      warmStart: decoded.warmStart ?? true,
+      stateFile: decoded.stateFile
     }
   })
 }

@@ -689,6 +689,13 @@ static const char *add_entropy(const char *hex)
 		pool->buf_size = (int)len;
 		if (ioctl(fd, RNDADDENTROPY, pool) < 0)
 			problem = failed("RNDADDENTROPY");
+		/*
+		 * The kernel folds new input into its CRNG only at the next periodic reseed.
+		 * Two guests restored from one snapshot share that CRNG state, so force the
+		 * reseed now: from here on their random streams differ.
+		 */
+		else if (ioctl(fd, RNDRESEEDCRNG) < 0)
+			problem = failed("RNDRESEEDCRNG");
 	}
 	if (fd >= 0)
 		close(fd);

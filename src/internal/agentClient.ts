@@ -223,10 +223,15 @@ export class AgentClient {
     readonly ready: Deferred.Deferred<AgentInfo, MachineError>
   ) {}
 
-  static make(machine: Machine): Effect.Effect<AgentClient, never, Scope.Scope> {
+  /**
+   * With `resumed`, the machine was restored from a state saved after the agent's READY:
+   * no READY comes again, and the first answer (to INIT) proves the agent is there.
+   */
+  static make(machine: Machine, options?: { readonly resumed?: boolean }): Effect.Effect<AgentClient, never, Scope.Scope> {
     return Effect.gen(function*() {
       const ready = yield* Deferred.make<AgentInfo, MachineError>()
       const client = new AgentClient(machine, ready)
+      if (options?.resumed === true) client.decoder.skipNoise = false
       yield* Effect.forkScoped(client.readLoop())
       return client
     })

@@ -5,9 +5,11 @@
 import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as ExecutionStrategy from "effect/ExecutionStrategy"
+import * as Exit from "effect/Exit"
 import * as Mailbox from "effect/Mailbox"
 import * as Option from "effect/Option"
-import type * as Scope from "effect/Scope"
+import * as Scope from "effect/Scope"
 import * as Sink from "effect/Sink"
 import * as Stream from "effect/Stream"
 import { randomBytes } from "node:crypto"
@@ -26,6 +28,7 @@ import type { Status, V86Box } from "../V86Box.ts"
 import { AgentClient, type Channel } from "./agentClient.ts"
 import type { Machine } from "./machine.ts"
 import * as V86Machine from "./v86Machine.ts"
+import * as WarmStart from "./warmStart.ts"
 
 /** How long closing a command's scope waits for the guest to confirm it is gone. */
 const killGrace = Duration.seconds(5)
@@ -38,7 +41,11 @@ export interface BootHooks {
   readonly guestInit?: GuestInit | undefined
 }
 
-/** Boots a live sandbox: assets → emulator in a worker → the agent's ready frame. */
+/**
+ * Starts a live sandbox: assets → emulator in a worker → a ready agent. With warm start
+ * (the default) it resumes a saved booted state when there is one, and saves one after a
+ * cold boot; a state that will not resume is logged, removed and replaced.
+ */
 export const make = (
   options: V86BoxOptions | undefined,
   hooks: BootHooks = {}
@@ -60,7 +67,7 @@ export const make = (
         )
       }
       hooks.onAssets?.(assets, memoryMB)
-      const live = yield* V86Machine.make({
+      const config: V86Machine.V86MachineConfig = {
         wasm: yield* compileWasm(assets.wasm),
         bios: assets.bios,
         vgaBios: assets.vgaBios,
@@ -69,9 +76,24 @@ export const make = (
         cmdline: assets.cmdline,
         memoryMB,
         onKernelLog: hooks.onKernelLog
-      })
+      }
+      const guestInit = hooks.guestInit ?? (yield* freshGuestInit)
+      // A recording must show the whole boot, so the testkit always boots cold.
+      const statePath = decoded.warmStart && hooks.wrapMachine === undefined
+        ? decoded.stateFile ?? WarmStart.defaultStatePath({ imageFingerprint: assets.fingerprint, memoryMB }, decoded.assetsDir)
+        : undefined
+
+      if (statePath !== undefined) {
+        const resumed = yield* resume(config, statePath, decoded, startedAt, guestInit)
+        if (Option.isSome(resumed)) return resumed.value
+      }
+      const live = yield* V86Machine.make(config)
       machine = hooks.wrapMachine?.(live) ?? live
-      return yield* connect(machine, decoded, startedAt, hooks.guestInit ?? (yield* freshGuestInit))
+      const client = yield* AgentClient.make(machine)
+      const agent = yield* client.ready
+      // Saved before INIT: every sandbox resumed from it gets its own time and entropy.
+      if (statePath !== undefined) yield* saveState(live, statePath, agent.agent)
+      return yield* serve(client, decoded, startedAt, guestInit, agent.agent)
     })
     return yield* booting.pipe(
       Effect.timeoutFail({
@@ -83,6 +105,63 @@ export const make = (
         Effect.flatMap(machine?.kernelLogTail ?? Effect.succeed("(the emulator had not started)"), (kernelLogTail) =>
           Effect.fail(new BootTimeout({ timeoutMillis: error.timeoutMillis, kernelLogTail }))))
     )
+  })
+
+/** A resumed agent must answer INIT this fast, or the state is treated as broken. */
+const resumeTimeout = Duration.seconds(10)
+
+/**
+ * Resumes the saved state at `path`, if there is one that works. The attempt runs in its
+ * own scope so a failed one leaves no emulator behind.
+ */
+const resume = (
+  config: V86Machine.V86MachineConfig,
+  path: string,
+  options: DecodedBoxOptions,
+  startedAt: number,
+  guestInit: GuestInit
+): Effect.Effect<Option.Option<V86Box.Service>, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const saved = yield* WarmStart.read(path)
+    if (Option.isNone(saved)) return Option.none()
+    const attempt = yield* Scope.fork(yield* Effect.scope, ExecutionStrategy.sequential)
+    const resumed = yield* Effect.exit(
+      Effect.gen(function*() {
+        const machine = yield* V86Machine.make({ ...config, initialState: saved.value.state })
+        const client = yield* AgentClient.make(machine, { resumed: true })
+        return yield* serve(client, options, startedAt, guestInit, saved.value.agent).pipe(
+          Effect.timeoutFail({
+            duration: resumeTimeout,
+            onTimeout: () => new MachineError({ reason: "the resumed agent did not answer", consoleTail: "" })
+          })
+        )
+      }).pipe(Scope.extend(attempt))
+    )
+    if (Exit.isSuccess(resumed)) return Option.some(resumed.value)
+    yield* Scope.close(attempt, resumed)
+    yield* Effect.logWarning(`v86box: the saved state ${path} did not resume; booting cold and saving a new one`, resumed.cause)
+    yield* WarmStart.remove(path)
+    return Option.none()
+  })
+
+const saveState = (machine: Machine, path: string, agent: string) =>
+  machine.saveState.pipe(
+    Effect.flatMap((state) => WarmStart.write(path, { agent, state })),
+    Effect.catchAll((error) => Effect.logWarning(`v86box: could not save the booted state to ${path}: ${error.message}`))
+  )
+
+/** Sets the guest's clock and entropy, then serves commands. */
+const serve = (
+  client: AgentClient,
+  options: DecodedBoxOptions,
+  startedAt: number,
+  guestInit: GuestInit,
+  agentVersion: string
+) =>
+  Effect.gen(function*() {
+    yield* client.init(guestInit)
+    const bootMillis = (yield* Clock.currentTimeMillis) - startedAt
+    return makeService(client, options, { agentVersion, bootMillis })
   })
 
 /**
@@ -113,9 +192,7 @@ export const connect = (
   Effect.gen(function*() {
     const client = yield* AgentClient.make(machine)
     const agent = yield* client.ready
-    yield* client.init(guestInit)
-    const bootMillis = (yield* Clock.currentTimeMillis) - startedAt
-    return makeService(client, options, { agentVersion: agent.agent, bootMillis })
+    return yield* serve(client, options, startedAt, guestInit, agent.agent)
   })
 
 const makeService = (

@@ -72,11 +72,11 @@ export const execSuite = (it: Vitest.MethodsNonLive<V86Box, boolean>, driver: Su
     Effect.gen(function*() {
       const box = yield* V86Box
       const running = yield* Effect.fork(
-        box.exec("echo partial; echo oops >&2; touch /tmp/partial-written; sleep 100", { timeout: "1 second" })
+        box.exec("echo partial; echo oops >&2; touch /tmp/partial-written; sleep 100", { timeout: "5 seconds" })
       )
       // Let the timeout fire only once the output exists (the TestClock would fire it at once).
-      yield* box.exec("while [ ! -e /tmp/partial-written ]; do sleep 0.02; done")
-      yield* driver.elapse("1 second")
+      yield* box.exec("for i in $(seq 250); do [ -e /tmp/partial-written ] && break; sleep 0.02; done")
+      yield* driver.elapse("5 seconds")
       const error = yield* Effect.flip(Fiber.join(running))
       if (error._tag !== "CommandTimeout") throw new Error(`expected CommandTimeout, got ${error._tag}`)
       expect(error.stdout).toBe("partial\n")

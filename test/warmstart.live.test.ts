@@ -1,0 +1,58 @@
+/**
+ * Warm start against live VMs: the first boot saves its state, later sandboxes resume
+ * from it, resumed sandboxes never share randomness, and a broken state never hurts.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import { mkdtempSync, readdirSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { V86Box } from "../src/index.ts"
+
+const withBox = <A, E>(options: Parameters<typeof V86Box.layer>[0], use: (box: V86Box.Service) => Effect.Effect<A, E>) =>
+  Effect.scoped(Effect.flatMap(Layer.build(V86Box.layer(options)), (context) => use(Context.get(context, V86Box))))
+
+const sample = (box: V86Box.Service) =>
+  box.exec("head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n'; echo; mktemp; date +%s")
+
+describe("warm start", () => {
+  it.live("the first boot saves a state; two sandboxes resumed from it differ in randomness and clock is now", () =>
+    Effect.gen(function*() {
+      const assetsDir = mkdtempSync(join(tmpdir(), "v86box-warm-"))
+      const cold = yield* withBox({ assetsDir }, (box) => Effect.zip(box.status, sample(box)))
+      expect(readdirSync(join(assetsDir, "states"))).toHaveLength(1)
+      const [first, second] = yield* Effect.all([
+        withBox({ assetsDir }, (box) => Effect.zip(box.status, sample(box))),
+        withBox({ assetsDir }, (box) => Effect.zip(box.status, sample(box)))
+      ], { concurrency: 2 })
+      const [randomA, tempA, clockA] = first[1].stdout.trim().split("\n")
+      const [randomB, tempB] = second[1].stdout.trim().split("\n")
+      expect(randomA).toMatch(/^[0-9a-f]{32}$/)
+      expect(randomA).not.toBe(randomB)
+      expect(tempA).not.toBe(tempB)
+      expect(Math.abs(Number(clockA) - Date.now() / 1000)).toBeLessThan(120)
+      // Resuming skips the kernel boot: the agent answers sooner than after the cold boot.
+      expect(first[0].bootMillis).toBeLessThan(cold[0].bootMillis)
+    }), 180_000)
+
+  it.live("a corrupt state file is replaced, not fatal", () =>
+    Effect.gen(function*() {
+      const assetsDir = mkdtempSync(join(tmpdir(), "v86box-warm-"))
+      const stateFile = join(assetsDir, "broken.v86state")
+      writeFileSync(stateFile, "v86box-state 1\n{\"agent\":\"0.1.0\"}\nthis is not a machine state")
+      const result = yield* withBox({ assetsDir, stateFile }, (box) => box.exec("echo still works"))
+      expect(result.stdout).toBe("still works\n")
+      const again = yield* withBox({ assetsDir, stateFile }, (box) => box.exec("echo resumed"))
+      expect(again.stdout).toBe("resumed\n")
+    }), 180_000)
+
+  it.live("warmStart: false boots cold and saves nothing", () =>
+    Effect.gen(function*() {
+      const assetsDir = mkdtempSync(join(tmpdir(), "v86box-warm-"))
+      const result = yield* withBox({ assetsDir, warmStart: false }, (box) => box.exec("echo cold"))
+      expect(result.stdout).toBe("cold\n")
+      expect(readdirSync(assetsDir)).not.toContain("states")
+    }), 180_000)
+})
