@@ -9,8 +9,12 @@ import * as Layer from "effect/Layer"
 import type * as Scope from "effect/Scope"
 import type { AssetError, BootTimeout, CommandTimeout, InvalidOptions, MachineError, OutputLimitExceeded } from "./Errors.ts"
 import * as internal from "./internal/box.ts"
+import * as promiseApi from "./internal/promiseApi.ts"
+import type { PromiseBox } from "./internal/promiseApi.ts"
 import type { ExecOptions, V86BoxOptions } from "./Options.ts"
 import type { ExecResult, Process } from "./Process.ts"
+
+export type { PromiseBox, PromiseExecOptions } from "./internal/promiseApi.ts"
 
 /**
  * What `box.status` reports.
@@ -46,6 +50,21 @@ export class V86Box extends Context.Tag("v86box/V86Box")<V86Box, V86Box.Service>
    */
   static layer(options?: V86BoxOptions): Layer.Layer<V86Box, BootTimeout | AssetError | MachineError | InvalidOptions> {
     return Layer.scoped(V86Box, internal.make(options))
+  }
+
+  /**
+   * A sandbox for code outside Effect. Failures reject with the same tagged errors.
+   *
+   * ```ts
+   * await using box = await V86Box.open()
+   * const { stdout, exitCode } = await box.exec("echo hi", { timeout: "5 seconds" })
+   * ```
+   *
+   * @since 0.1.0
+   * @category constructors
+   */
+  static open(options?: V86BoxOptions): Promise<PromiseBox> {
+    return promiseApi.open(V86Box, V86Box.layer(options))
   }
 }
 
