@@ -24,7 +24,7 @@ import * as internal from "./internal/assets.ts"
  * @since 0.1.0
  * @category models
  */
-export type AssetName = "kernel" | "initrd" | "bios" | "vgaBios" | "wasm"
+export type AssetName = "kernel" | "initrd" | "rootfs" | "bios" | "vgaBios" | "wasm"
 
 /**
  * Where an asset comes from: a local file path, or a URL with the sha256 its bytes
@@ -53,6 +53,8 @@ export const AssetSource: Schema.Schema<AssetSource> = internal.AssetSource
 export interface AssetSources {
   readonly kernel?: AssetSource | undefined
   readonly initrd?: AssetSource | undefined
+  /** A root filesystem disk image (attached as the first IDE disk). */
+  readonly rootfs?: AssetSource | undefined
   readonly bios?: AssetSource | undefined
   readonly vgaBios?: AssetSource | undefined
   readonly wasm?: AssetSource | undefined
@@ -129,7 +131,10 @@ export interface Manifest extends Schema.Schema.Type<typeof Manifest> {}
  */
 export interface ResolvedAssets {
   readonly kernel: Uint8Array
-  readonly initrd: Uint8Array
+  /** Absent when the image boots from its root disk alone. */
+  readonly initrd: Uint8Array | undefined
+  /** The root filesystem disk, when the image has one. */
+  readonly rootfs: Uint8Array | undefined
   readonly bios: Uint8Array
   readonly vgaBios: Uint8Array
   readonly wasm: Uint8Array

@@ -30,7 +30,7 @@ const packageRoot = (moduleDir: string): string => {
 export const bundledAssetsDir: string = join(packageRoot(dirname(fileURLToPath(import.meta.url))), "assets")
 
 /** The fixed order of the assets: resolution, fingerprints and error messages use it. */
-const assetNames: ReadonlyArray<Assets.AssetName> = ["kernel", "initrd", "bios", "vgaBios", "wasm"]
+const assetNames: ReadonlyArray<Assets.AssetName> = ["kernel", "initrd", "rootfs", "bios", "vgaBios", "wasm"]
 
 const sha256Pattern = /^[0-9a-fA-F]{64}$/
 
@@ -68,7 +68,13 @@ export const Manifest = Schema.Struct({
   memoryMB: Schema.Int.pipe(Schema.positive()),
   cmdline: Schema.String,
   files: Schema.Struct(
-    { kernel: ManifestFile, initrd: ManifestFile, bios: ManifestFile, vgaBios: ManifestFile },
+    {
+      kernel: ManifestFile,
+      initrd: Schema.optional(ManifestFile),
+      rootfs: Schema.optional(ManifestFile),
+      bios: ManifestFile,
+      vgaBios: ManifestFile
+    },
     Schema.Record({ key: Schema.String, value: ManifestFile })
   ),
   packages: Schema.Array(ManifestPackage),
@@ -84,6 +90,7 @@ export const AssetSource = Schema.Union(
 export const AssetSources = Schema.Struct({
   kernel: Schema.optional(AssetSource),
   initrd: Schema.optional(AssetSource),
+  rootfs: Schema.optional(AssetSource),
   bios: Schema.optional(AssetSource),
   vgaBios: Schema.optional(AssetSource),
   wasm: Schema.optional(AssetSource)
@@ -198,7 +205,7 @@ export const verifyBundled = (dir: string = bundledAssetsDir) =>
   Effect.gen(function*() {
     const manifest = yield* readManifest(dir)
     for (const [asset, entry] of Object.entries(manifest.files)) {
-      yield* loadBundled(asset, dir, entry)
+      if (entry !== undefined) yield* loadBundled(asset, dir, entry)
     }
   })
 
@@ -334,8 +341,12 @@ const loadRemote = (
  * Identifies the image: the sha256 of every asset in a fixed order, plus the kernel
  * command line (the same files booted with another command line are another machine).
  */
-const fingerprintOf = (hashes: Record<Assets.AssetName, string>, cmdline: string): string => {
-  const lines = ["v86box-image-fingerprint 1", ...assetNames.map((name) => `${name} ${hashes[name]}`), `cmdline ${cmdline}`]
+const fingerprintOf = (hashes: Record<Assets.AssetName, string | undefined>, cmdline: string): string => {
+  const lines = [
+    "v86box-image-fingerprint 2",
+    ...assetNames.map((name) => `${name} ${hashes[name] ?? "-"}`),
+    `cmdline ${cmdline}`
+  ]
   return sha256Hex(`${lines.join("\n")}\n`)
 }
 
@@ -349,23 +360,36 @@ export const resolve = (options: Assets.ResolveOptions = {}, bundledDir: string 
     const load = (asset: Assets.AssetName) => {
       const source = sources[asset]
       if (source === undefined) {
-        return asset === "wasm" ? loadDefaultWasm : loadBundled(asset, bundledDir, manifest.files[asset])
+        const entry = manifest.files[asset]
+        if (asset === "wasm") return loadDefaultWasm
+        if (entry === undefined) return Effect.fail(new AssetError({ asset, reason: "the bundled manifest has no such file" }))
+        return loadBundled(asset, bundledDir, entry)
       }
       if (typeof source === "string") return readHashed(asset, path.resolve(source))
       return loadRemote(asset, source, assetsDir, options.onProgress)
     }
 
+    const present = (asset: Assets.AssetName) => sources[asset] !== undefined || manifest.files[asset] !== undefined
+    const loadIfPresent = (asset: Assets.AssetName) =>
+      present(asset) ? Effect.map(load(asset), Option.some) : Effect.succeed(Option.none<LoadedFile>())
     const loaded = yield* Effect.all({
       kernel: load("kernel"),
-      initrd: load("initrd"),
+      initrd: loadIfPresent("initrd"),
+      rootfs: loadIfPresent("rootfs"),
       bios: load("bios"),
       vgaBios: load("vgaBios"),
       wasm: load("wasm")
     }, { concurrency: "unbounded" })
+    if (Option.isNone(loaded.initrd) && Option.isNone(loaded.rootfs)) {
+      return yield* new AssetError({ asset: "initrd", reason: "the image has neither an initrd nor a root disk to boot" })
+    }
+    const bytesOf = (file: Option.Option<LoadedFile>) => Option.getOrUndefined(Option.map(file, (f) => f.bytes))
+    const hashOf = (file: Option.Option<LoadedFile>) => Option.getOrUndefined(Option.map(file, (f) => f.sha256))
 
     return {
       kernel: loaded.kernel.bytes,
-      initrd: loaded.initrd.bytes,
+      initrd: bytesOf(loaded.initrd),
+      rootfs: bytesOf(loaded.rootfs),
       bios: loaded.bios.bytes,
       vgaBios: loaded.vgaBios.bytes,
       wasm: loaded.wasm.bytes,
@@ -373,7 +397,8 @@ export const resolve = (options: Assets.ResolveOptions = {}, bundledDir: string 
       memoryMB: manifest.memoryMB,
       fingerprint: fingerprintOf({
         kernel: loaded.kernel.sha256,
-        initrd: loaded.initrd.sha256,
+        initrd: hashOf(loaded.initrd),
+        rootfs: hashOf(loaded.rootfs),
         bios: loaded.bios.sha256,
         vgaBios: loaded.vgaBios.sha256,
         wasm: loaded.wasm.sha256

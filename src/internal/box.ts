@@ -73,6 +73,7 @@ export const make = (
         vgaBios: assets.vgaBios,
         kernel: assets.kernel,
         initrd: assets.initrd,
+        rootfs: assets.rootfs,
         cmdline: assets.cmdline,
         memoryMB,
         onKernelLog: hooks.onKernelLog

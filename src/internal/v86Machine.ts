@@ -18,7 +18,9 @@ export interface V86MachineConfig {
   readonly bios: Uint8Array
   readonly vgaBios: Uint8Array
   readonly kernel: Uint8Array
-  readonly initrd: Uint8Array
+  readonly initrd: Uint8Array | undefined
+  /** The root filesystem disk image, attached as the first IDE disk. */
+  readonly rootfs: Uint8Array | undefined
   readonly cmdline: string
   readonly memoryMB: number
   /** A state from `saveState`: the machine resumes from it instead of booting. */
@@ -126,6 +128,7 @@ export const make = (config: V86MachineConfig): Effect.Effect<Machine, MachineEr
         vgaBios: config.vgaBios,
         kernel: config.kernel,
         initrd: config.initrd,
+        rootfs: config.rootfs,
         cmdline: config.cmdline,
         memoryMB: config.memoryMB,
         initialState: config.initialState

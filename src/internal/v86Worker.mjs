@@ -3,7 +3,7 @@
 // worker's entry file itself, without the TypeScript loader the caller may be using.
 //
 // Messages in (from src/internal/v86Machine.ts):
-//   { type: "boot", config }   config: { wasm, bios, vgaBios, kernel, initrd, cmdline,
+//   { type: "boot", config }   config: { wasm, bios, vgaBios, kernel, initrd, rootfs, cmdline,
 //                                        memoryMB, initialState }   (ArrayBuffers / Module)
 //   { type: "input", bytes }   bytes for the agent console (guest /dev/hvc0)
 //   { type: "save", id }       save the machine state
@@ -107,11 +107,13 @@ const boot = (config) => {
     disable_mouse: true,
     disable_speaker: true
   }
+  // The root disk is needed after a restore too: the kernel reads it lazily.
+  if (config.rootfs !== undefined) options.hda = { buffer: arrayBufferOf(config.rootfs) }
   if (config.initialState !== undefined) {
     options.initial_state = { buffer: arrayBufferOf(config.initialState) }
   } else {
     options.bzimage = { buffer: arrayBufferOf(config.kernel) }
-    options.initrd = { buffer: arrayBufferOf(config.initrd) }
+    if (config.initrd !== undefined) options.initrd = { buffer: arrayBufferOf(config.initrd) }
     options.cmdline = config.cmdline
   }
   emulator = new V86(options)
