@@ -1194,7 +1194,8 @@ static _Noreturn void supervise(pid_t agent)
 		if (pid == agent || (pid < 0 && errno == ECHILD))
 			break;
 	}
-	log_to_kernel("v86box-agent: agent exited\n");
+	/* "<2>" (critical): printed on the console whatever the kernel's loglevel, so the host reads it. */
+	log_to_kernel("<2>v86box-agent: agent exited\n");
 	reboot(RB_POWER_OFF);
 	/* reboot only returns on failure; PID 1 exiting then panics the kernel, which the host sees too. */
 	_exit(1);
