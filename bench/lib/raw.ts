@@ -1,6 +1,6 @@
 /**
- * The peers v86box is measured against, booted from the same bundled image with a bench
- * mode on the kernel command line (`v86box.bench=…`, read by image/init):
+ * The peers v86box is measured against, booted from the same bundled image with another
+ * init (`init=/usr/lib/v86box/bench-init v86box.bench=…`, image/skel/usr/lib/v86box/):
  *
  *   serial-shell  an interactive bash on ttyS0, driven by writing a command and scraping
  *                 the output up to the next prompt (the seed project's approach)
@@ -35,6 +35,12 @@ export const percentile = (values: ReadonlyArray<number>, p: number): number => 
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!
 }
 
+const benchInit = "/usr/lib/v86box/bench-init"
+
+/** The image's command line without its own choice of init. */
+const withoutInit = (cmdline: string) =>
+  cmdline.split(/\s+/).filter((word) => !word.startsWith("init=") && !word.startsWith("rdinit=")).join(" ")
+
 /** The prompt the serial shell prints: unlikely in any command's output. */
 const PROMPT = "\u0001v86p\u0002$ "
 
@@ -63,8 +69,9 @@ export const bootRawMachine = (mode: BenchMode, timeoutMs = 60_000): Promise<Raw
       bios: file("bios"),
       vga_bios: file("vgaBios"),
       bzimage: file("kernel"),
-      initrd: file("initrd"),
-      cmdline: `${manifest.cmdline} v86box.bench=${mode}`,
+      ...(manifest.files.initrd === undefined ? {} : { initrd: file("initrd") }),
+      ...(manifest.files.rootfs === undefined ? {} : { hda: file("rootfs") }),
+      cmdline: `${withoutInit(manifest.cmdline)} rdinit=${benchInit} init=${benchInit} v86box.bench=${mode}`,
       virtio_console: true,
       autostart: true,
       disable_keyboard: true,
