@@ -17,8 +17,10 @@
  * `TimedOut` when a `commandTimeout` fired, `Unknown` when the machine failed (the cause is
  * the sandbox's error).
  *
- * Not supported: `watch` (fails with `Unknown`). An `open`ed file keeps its path and
- * position on the host: each read or write is one guest command.
+ * Relative paths are relative to the home of the user the operations run as. `stream`
+ * emits the chunks as the guest sends them (`chunkSize` and `bufferSize` are ignored).
+ * An `open`ed file keeps its path and position on the host: each read or write is one
+ * guest command. Not supported: `watch` (fails with `Unknown`).
  *
  * @since 0.1.0
  */
@@ -49,7 +51,10 @@ export interface GuestFileSystemOptions {
  * @since 0.1.0
  * @category constructors
  */
-export const make: (box: V86Box.Service, options?: GuestFileSystemOptions) => FileSystem.FileSystem = internal.make
+export const make: (
+  box: Pick<V86Box.Service, "exec" | "start">,
+  options?: GuestFileSystemOptions
+) => FileSystem.FileSystem = internal.make
 
 /**
  * Provides `FileSystem.FileSystem` as the guest filesystem of the `V86Box` in context,
@@ -60,5 +65,5 @@ export const make: (box: V86Box.Service, options?: GuestFileSystemOptions) => Fi
  */
 export const layer: Layer.Layer<FileSystem.FileSystem, never, V86Box> = Layer.effect(
   FileSystem.FileSystem,
-  Effect.map(V86Box, (box) => make(box))
+  Effect.map(V86Box, (box) => box.fs)
 )

@@ -3,6 +3,7 @@
  *
  * @since 0.1.0
  */
+import type * as FileSystem from "@effect/platform/FileSystem"
 import * as Context from "effect/Context"
 import type * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
@@ -94,5 +95,10 @@ export declare namespace V86Box {
       options?: ExecOptions
     ) => Effect.Effect<Process, MachineError | InvalidOptions, Scope.Scope>
     readonly status: Effect.Effect<Status>
+    /**
+     * The guest's filesystem as an `@effect/platform` `FileSystem` (operations run as
+     * root; see `GuestFileSystem.make` for another user).
+     */
+    readonly fs: FileSystem.FileSystem
   }
 }

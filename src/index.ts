@@ -5,6 +5,8 @@
  */
 export * as Assets from "./Assets.ts"
 export * from "./Errors.ts"
+export * as GuestFileSystem from "./GuestFileSystem.ts"
+export type { GuestFileSystemOptions } from "./GuestFileSystem.ts"
 export type { ExecOptions, StdinInput, User, V86BoxOptions } from "./Options.ts"
 export type { ExecResult, ExitStatus, Process, ProcessError, Signal } from "./Process.ts"
 export { type PromiseBox, type PromiseExecOptions, type Status, V86Box } from "./V86Box.ts"

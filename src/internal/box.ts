@@ -26,6 +26,7 @@ import {
 import { type ExecResult, type ExitStatus, type Process, signalName, signalNumbers } from "../Process.ts"
 import type { Status, V86Box } from "../V86Box.ts"
 import { AgentClient, type Channel } from "./agentClient.ts"
+import * as guestFileSystem from "./guestFileSystem.ts"
 import type { Machine } from "./machine.ts"
 import * as V86Machine from "./v86Machine.ts"
 import * as WarmStart from "./warmStart.ts"
@@ -246,16 +247,13 @@ const makeService = (
       })
     )
 
-  return {
-    exec,
-    start,
-    status: Effect.sync(() => ({
+  const status = Effect.sync(() => ({
       ready: client.isAlive,
       pending: client.pending,
       agentVersion: info.agentVersion,
       bootMillis: info.bootMillis
     } satisfies Status))
-  }
+  return { exec, start, status, fs: guestFileSystem.make({ exec, start }) }
 }
 
 const startProcess = (

@@ -140,7 +140,7 @@ const fileTypes: ReadonlyArray<readonly [number, FileSystem.File.Type]> = [
 /** Parses one line of `statFormat`. */
 export const parseStat = (line: string): FileSystem.File.Info | undefined => {
   const fields = line.trim().split(" ")
-  if (fields.length !== 14) return undefined
+  if (fields.length !== 14 || !fields.every((field) => /^[0-9a-f]+(\.[0-9]+)?$/.test(field))) return undefined
   const [modeHex, size, atime, mtime, _ctime, birthtime, dev, ino, nlink, uid, gid, rdev, blksize, blocks] = fields as [
     string,
     ...Array<string>
@@ -169,48 +169,40 @@ export const parseStat = (line: string): FileSystem.File.Info | undefined => {
   }
 }
 
-/** The script that writes stdin to `path` as `flag` asks (a mode applies to a file it creates). */
-const writeScript = (path: string, flag: FileSystem.OpenFlag = "w", mode?: number) => {
+/**
+ * Opens `path` for writing as `flag` says, with `command`'s stdout there: `cat` copies
+ * stdin into it, `:` only creates or truncates it. A mode applies to a file it creates.
+ */
+const writeScript = (path: string, flag: FileSystem.OpenFlag, mode: number | undefined, command: "cat" | ":") => {
   const target = quote(path)
-  const exclusive = flag.includes("x")
-  const append = flag.startsWith("a")
-  const inPlace = flag.startsWith("r")
-  const steps: Array<string> = []
-  if (exclusive) steps.push(`[ ! -e ${target} ] && [ ! -L ${target} ] || ${fail("EEXIST")}`)
-  if (inPlace) steps.push(`[ -e ${target} ] || ${fail("ENOENT")}`)
-  if (mode !== undefined) steps.push(`created=; [ -e ${target} ] || created=1`)
-  steps.push(inPlace ? `cat 1<> ${target}` : append ? `cat >> ${target}` : `cat > ${target}`)
-  if (mode !== undefined) steps.push(`{ [ -z "$created" ] || chmod ${octal(mode)} -- ${target}; }`)
-  return steps.join(" && ")
+  const lines: Array<string> = []
+  if (flag.startsWith("r")) lines.push(`[ -e ${target} ] || ${fail("ENOENT")}`)
+  // noclobber makes `>` create the file with O_EXCL.
+  if (flag.includes("x")) lines.push("set -o noclobber")
+  if (mode !== undefined) lines.push(`[ -e ${target} ] || created=1`)
+  const redirect = flag.startsWith("r") ? "1<>" : flag.startsWith("a") && !flag.includes("x") ? ">>" : ">"
+  lines.push(`${command} ${redirect} ${target} || exit`)
+  if (mode !== undefined) lines.push(`[ -z "$created" ] || chmod ${octal(mode)} -- ${target}`)
+  return lines.join("\n")
 }
 
-/** What `open` checks or creates before the first read or write, as Node's open(2) flags would. */
-const openScript = (path: string, flag: FileSystem.OpenFlag, mode?: number) => {
-  const target = quote(path)
-  const exists = `[ -e ${target} ] || ${fail("ENOENT")}`
-  const create = (redirect: string) =>
-    mode === undefined
-      ? `${redirect} ${target}`
-      : `created=; [ -e ${target} ] || created=1; ${redirect} ${target} && { [ -z "$created" ] || chmod ${octal(mode)} -- ${target}; }`
-  const notDirectory = `[ ! -d ${target} ] || ${fail("EISDIR")}`
-  switch (flag) {
-    case "r":
-      return `${exists} && [ -r ${target} ] || ${fail("EACCES")}`
-    case "r+":
-      return `${exists} && ${notDirectory} && [ -r ${target} ] && [ -w ${target} ] || ${fail("EACCES")}`
-    case "w":
-    case "w+":
-      return `${notDirectory} && ${create(":>")}`
-    case "a":
-    case "a+":
-      return `${notDirectory} && ${create(":>>")}`
-    case "wx":
-    case "wx+":
-    case "ax":
-    case "ax+":
-      return `set -o noclobber && ${create(":>")}`
-  }
-}
+/** What `open` checks or creates before the first read or write, as open(2) with `flag` would. */
+const openScript = (path: string, flag: FileSystem.OpenFlag, mode: number | undefined) =>
+  flag === "r"
+    ? `[ -e ${quote(path)} ] || ${fail("ENOENT")}\n[ -r ${quote(path)} ] || ${fail("EACCES")}`
+    : writeScript(path, flag, mode, ":")
+
+/** Prints `path` from byte `offset` on, `length` bytes of it or all. */
+const readScript = (path: string, offset: bigint, length: bigint | undefined) =>
+  offset === 0n && length === undefined
+    ? `cat -- ${quote(path)}`
+    : `dd if=${quote(path)} iflag=skip_bytes,count_bytes skip=${offset} ${length === undefined ? "" : `count=${length} `}bs=65536 status=none`
+
+/** Writes stdin into `path` at byte `offset` (at its end when appending), keeping what follows. */
+const writeAtScript = (path: string, offset: bigint, append: boolean) =>
+  append
+    ? `cat >> ${quote(path)}`
+    : `dd of=${quote(path)} oflag=seek_bytes conv=notrunc seek=${offset} bs=65536 status=none`
 
 /** A command the filesystem runs: its stdout, its stdin, and how it ended as a PlatformError. */
 interface Launched {
@@ -221,7 +213,10 @@ interface Launched {
 }
 
 /** Makes the guest's filesystem available as an `@effect/platform` FileSystem. */
-export const make = (box: V86Box.Service, options: GuestFileSystemOptions = {}): FileSystem.FileSystem => {
+/** What the guest filesystem needs of a sandbox: it is built from commands. */
+export type CommandRunner = Pick<V86Box.Service, "exec" | "start">
+
+export const make = (box: CommandRunner, options: GuestFileSystemOptions = {}): FileSystem.FileSystem => {
   const launch = (
     method: string,
     path: string,
@@ -317,11 +312,6 @@ export const make = (box: V86Box.Service, options: GuestFileSystemOptions = {}):
 
   const parentOf = (path: string) => path.slice(0, Math.max(1, path.lastIndexOf("/")))
 
-  const readRange = (path: string, offset: bigint, length: bigint | undefined) =>
-    offset === 0n && length === undefined
-      ? `cat -- ${quote(path)}`
-      : `dd if=${quote(path)} iflag=skip_bytes,count_bytes skip=${offset} ${length === undefined ? "" : `count=${length} `}bs=65536 status=none`
-
   const stream = (path: string, streamOptions?: FileSystem.StreamOptions) =>
     Stream.unwrap(
       Effect.as(
@@ -329,7 +319,7 @@ export const make = (box: V86Box.Service, options: GuestFileSystemOptions = {}):
         output(
           "stream",
           path,
-          readRange(
+          readScript(
             path,
             FileSystem.Size(streamOptions?.offset ?? 0),
             streamOptions?.bytesToRead === undefined ? undefined : FileSystem.Size(streamOptions.bytesToRead)
@@ -342,34 +332,25 @@ export const make = (box: V86Box.Service, options: GuestFileSystemOptions = {}):
     Sink.unwrapScoped(
       Effect.gen(function*() {
         yield* checkPaths("sink", path)
-        const launched = yield* launch("sink", path, writeScript(path, sinkOptions?.flag, sinkOptions?.mode), "pipe")
+        const launched = yield* launch("sink", path, writeScript(path, sinkOptions?.flag ?? "w", sinkOptions?.mode, "cat"), "pipe")
         yield* Effect.forkScoped(Stream.runDrain(launched.stdout))
         return Sink.zipRight(launched.stdin, Sink.fromEffect(launched.finished))
       })
     )
 
+  let nextDescriptor = 3
   const open = (path: string, openOptions?: FileSystem.OpenFileOptions) =>
     Effect.gen(function*() {
       const flag = openOptions?.flag ?? "r"
+      const append = flag.startsWith("a")
       yield* runPaths("open", [path], openScript(path, flag, openOptions?.mode))
-      return new GuestFile(FileSystem.FileDescriptor(nextDescriptor++), path, flag, {
-        stat: (target) => stat(target),
-        read: (target, offset, length) => run("read", target, readRange(target, offset, length)),
-        write: (target, offset, bytes, append) =>
-          Effect.asVoid(
-            run(
-              "write",
-              target,
-              append
-                ? `cat >> ${quote(target)}`
-                : `dd of=${quote(target)} oflag=seek_bytes conv=notrunc seek=${offset} bs=65536 status=none`,
-              bytes
-            )
-          ),
-        truncate: (target, length) => Effect.asVoid(run("truncate", target, `truncate -s ${length} -- ${quote(target)}`))
+      return new GuestFile(FileSystem.FileDescriptor(nextDescriptor++), append, {
+        stat: stat(path),
+        read: (offset, length) => run("read", path, readScript(path, offset, length)),
+        write: (offset, bytes) => Effect.asVoid(run("write", path, writeAtScript(path, offset, append), bytes)),
+        truncate: (length) => Effect.asVoid(run("truncate", path, `truncate -s ${length} -- ${quote(path)}`))
       })
     })
-  let nextDescriptor = 3
 
   const derived = FileSystem.make({
     access: (path, accessOptions) => {
@@ -380,8 +361,11 @@ export const make = (box: V86Box.Service, options: GuestFileSystemOptions = {}):
       return Effect.asVoid(runPaths("access", [path], steps.join("; ")))
     },
     chmod: (path, mode) => Effect.asVoid(runPaths("chmod", [path], `chmod ${octal(mode)} -- ${quote(path)}`)),
-    chown: (path, uid, gid) =>
-      Effect.asVoid(runPaths("chown", [path], `chown ${Math.trunc(uid)}:${Math.trunc(gid)} -- ${quote(path)}`)),
+    chown: (path, uid, gid) => {
+      // -1 leaves that id as it is, as in chown(2).
+      const owner = `${uid >= 0 ? Math.trunc(uid) : ""}${gid >= 0 ? `:${Math.trunc(gid)}` : ""}`
+      return owner === "" ? Effect.asVoid(stat(path, "chown")) : Effect.asVoid(runPaths("chown", [path], `chown ${owner} -- ${quote(path)}`))
+    },
     copy: (fromPath, toPath, copyOptions) =>
       Effect.asVoid(
         runPaths(
@@ -456,23 +440,18 @@ export const make = (box: V86Box.Service, options: GuestFileSystemOptions = {}):
     watch: (path) =>
       Stream.fail(systemError("watch", path, "Unknown", "watching files is not supported inside the sandbox")),
     writeFile: (path, data, writeOptions) =>
-      Effect.asVoid(runPaths("writeFile", [path], writeScript(path, writeOptions?.flag, writeOptions?.mode), data))
+      Effect.asVoid(runPaths("writeFile", [path], writeScript(path, writeOptions?.flag ?? "w", writeOptions?.mode, "cat"), data))
   })
   // FileSystem.make derives these from `open`, one guest command per chunk; one command per stream is faster.
   return { ...derived, stream, sink }
 }
 
-/** What a GuestFile does in the guest; `make` supplies it. */
+/** What an open file does in the guest: one command each, at the position given. */
 interface FileOperations {
-  readonly stat: (path: string) => Effect.Effect<FileSystem.File.Info, PlatformError.PlatformError>
-  readonly read: (path: string, offset: bigint, length: bigint) => Effect.Effect<Uint8Array, PlatformError.PlatformError>
-  readonly write: (
-    path: string,
-    offset: bigint,
-    bytes: Uint8Array,
-    append: boolean
-  ) => Effect.Effect<void, PlatformError.PlatformError>
-  readonly truncate: (path: string, length: bigint) => Effect.Effect<void, PlatformError.PlatformError>
+  readonly stat: Effect.Effect<FileSystem.File.Info, PlatformError.PlatformError>
+  readonly read: (offset: bigint, length: bigint) => Effect.Effect<Uint8Array, PlatformError.PlatformError>
+  readonly write: (offset: bigint, bytes: Uint8Array) => Effect.Effect<void, PlatformError.PlatformError>
+  readonly truncate: (length: bigint) => Effect.Effect<void, PlatformError.PlatformError>
 }
 
 /**
@@ -483,19 +462,15 @@ class GuestFile implements FileSystem.File {
   readonly [FileSystem.FileTypeId]: FileSystem.FileTypeId = FileSystem.FileTypeId
   private position = 0n
   private readonly lock = Effect.unsafeMakeSemaphore(1)
-  private readonly append: boolean
 
   constructor(
     readonly fd: FileSystem.File.Descriptor,
-    private readonly path: string,
-    flag: FileSystem.OpenFlag,
+    private readonly append: boolean,
     private readonly operations: FileOperations
-  ) {
-    this.append = flag.startsWith("a")
-  }
+  ) {}
 
   get stat() {
-    return this.operations.stat(this.path)
+    return this.operations.stat
   }
 
   readonly sync = Effect.void
@@ -507,12 +482,11 @@ class GuestFile implements FileSystem.File {
   }
 
   readAlloc(size: FileSystem.SizeInput) {
-    return this.lock.withPermits(1)(Effect.map(
-      Effect.suspend(() => this.operations.read(this.path, this.position, FileSystem.Size(size))),
-      (bytes) => {
+    return this.lock.withPermits(1)(Effect.suspend(() =>
+      Effect.map(this.operations.read(this.position, FileSystem.Size(size)), (bytes) => {
         this.position += BigInt(bytes.length)
         return bytes.length === 0 ? Option.none() : Option.some(bytes)
-      }
+      })
     ))
   }
 
@@ -525,17 +499,15 @@ class GuestFile implements FileSystem.File {
   }
 
   truncate(length?: FileSystem.SizeInput) {
-    return this.lock.withPermits(1)(Effect.suspend(() => {
-      const size = FileSystem.Size(length ?? 0)
-      return Effect.map(this.operations.truncate(this.path, size), () => {
-        if (!this.append && this.position > size) this.position = size
-      })
+    const size = FileSystem.Size(length ?? 0)
+    return this.lock.withPermits(1)(Effect.map(this.operations.truncate(size), () => {
+      if (!this.append && this.position > size) this.position = size
     }))
   }
 
   write(buffer: Uint8Array) {
     return this.lock.withPermits(1)(Effect.suspend(() =>
-      Effect.map(this.operations.write(this.path, this.position, buffer, this.append), () => {
+      Effect.map(this.operations.write(this.position, buffer), () => {
         if (!this.append) this.position += BigInt(buffer.length)
         return FileSystem.Size(buffer.length)
       })
