@@ -13,17 +13,21 @@
  *   --memory MB        guest RAM (default: manifest memoryMB)
  *   --cmdline "..."    kernel command line (default: manifest cmdline)
  *   --append "..."     appended to the command line
- *   --kernel PATH / --initrd PATH / --hda PATH   other images (experiments)
+ *   --kernel PATH / --initrd PATH / --hda PATH / --bios PATH   other images (experiments)
  *   --no-initrd        boot without an initrd
+ *   --use-initrd       boot the manifest's initrd (files.initrd) instead of its disk (files.rootfs)
  *   --timeout S        per-boot timeout in seconds (default 60)
  *   --log              print the first boot's serial log
+ *   --trace            print the timeline boot's serial log with host wall time and guest
+ *                      instructions (millions) at each line's arrival
+ *   --no-timeline      skip the extra loglevel=8 boot that prints the kernel timeline
  */
 import { readFileSync } from "node:fs"
 import { createRequire } from "node:module"
 import { dirname, join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
 import { parseArgs } from "node:util"
-import V86 from "v86"
+import { V86 } from "v86"
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..")
 const assets = join(root, "assets")
@@ -38,11 +42,16 @@ const { values: opt } = parseArgs({
     cmdline: { type: "string" },
     append: { type: "string" },
     kernel: { type: "string" },
+    bios: { type: "string" },
+    "no-vga-bios": { type: "boolean", default: false },
     initrd: { type: "string" },
     hda: { type: "string" },
     "no-initrd": { type: "boolean", default: false },
+    "use-initrd": { type: "boolean", default: false },
     timeout: { type: "string", default: "60" },
-    log: { type: "boolean", default: false }
+    log: { type: "boolean", default: false },
+    "no-timeline": { type: "boolean", default: false },
+    trace: { type: "boolean", default: false }
   }
 })
 
@@ -59,11 +68,20 @@ const buffer = (path: string): ArrayBuffer => {
 }
 
 const images = {
-  bios: buffer(asset("bios")),
+  bios: buffer(opt.bios ?? asset("bios")),
   vgaBios: buffer(asset("vgaBios")),
   kernel: buffer(opt.kernel ?? asset("kernel")),
-  initrd: opt["no-initrd"] ? undefined : buffer(opt.initrd ?? asset("initrd")),
-  hda: opt.hda ? buffer(opt.hda) : manifest.files.rootfs ? buffer(asset("rootfs")) : undefined
+  // The disk image (files.rootfs) is the boot path when the manifest has one; the
+  // initrd (files.initrd, from build.sh --initrd) only when asked for or when it is all
+  // there is.
+  initrd: opt["no-initrd"]
+    ? undefined
+    : opt.initrd
+    ? buffer(opt.initrd)
+    : manifest.files.initrd && (opt["use-initrd"] || !manifest.files.rootfs)
+    ? buffer(asset("initrd"))
+    : undefined,
+  hda: opt.hda ? buffer(opt.hda) : manifest.files.rootfs && !opt["use-initrd"] ? buffer(asset("rootfs")) : undefined
 }
 const memoryMB = Number(opt.memory ?? manifest.memoryMB)
 const cmdline = (opt.cmdline ?? manifest.cmdline) + (opt.append ? ` ${opt.append}` : "")
@@ -78,19 +96,24 @@ interface BootResult {
   firstSerialMs?: number
   /** wall-clock arrival (ms since construction) of each serial line */
   lineTimes: number[]
+  /** instructions (millions) when each serial line arrived */
+  lineMinstr: number[]
   initReadyMs?: number
+  /** emulated instructions executed up to the init ready line (millions): a measure of
+   * guest CPU work that, unlike wall time, other load on the host does not inflate */
+  initReadyMinstr?: number
   agentReadyMs?: number
   serial: string
   error?: string
 }
 
-const bootOnce = (): Promise<BootResult> =>
+const bootOnce = (cmdline: string): Promise<BootResult> =>
   new Promise((resolvePromise) => {
     const t0 = performance.now()
     const serialBytes: number[] = []
     let serial = ""
     let agentBytes: number[] = []
-    const result: BootResult = { serial: "", lineTimes: [] }
+    const result: BootResult = { serial: "", lineTimes: [], lineMinstr: [] }
     let finished = false
     // The agent's frame magic only counts at a frame boundary: the READY frame is the
     // agent's first output, so look for it at the start of the virtio console stream.
@@ -100,7 +123,7 @@ const bootOnce = (): Promise<BootResult> =>
       memory_size: memoryMB * 1024 * 1024,
       vga_memory_size: 2 * 1024 * 1024,
       bios: { buffer: images.bios },
-      vga_bios: { buffer: images.vgaBios },
+      ...(opt["no-vga-bios"] ? {} : { vga_bios: { buffer: images.vgaBios } }),
       bzimage: { buffer: images.kernel },
       ...(images.initrd ? { initrd: { buffer: images.initrd } } : {}),
       ...(images.hda ? { hda: { buffer: images.hda.slice(0) } } : {}),
@@ -110,12 +133,13 @@ const bootOnce = (): Promise<BootResult> =>
       disable_keyboard: true,
       disable_mouse: true,
       disable_speaker: true
-    } as ConstructorParameters<typeof V86>[0])
+    } as unknown as ConstructorParameters<typeof V86>[0])
 
     const finish = (error?: string) => {
       if (finished) return
       finished = true
       clearTimeout(timer)
+      clearInterval(sampler)
       result.serial = serial
       if (error) result.error = error
       void Promise.resolve(emulator.destroy()).catch(() => {}).then(() => resolvePromise(result))
@@ -127,6 +151,15 @@ const bootOnce = (): Promise<BootResult> =>
     // Until /init says otherwise we don't know if an agent will speak; give it 30 s.
     let hasAgent = true
     const timer = setTimeout(() => finish(`timeout after ${timeoutMs} ms`), timeoutMs)
+    // v86's instruction counter is 32 bits: sample it often to count wrap-arounds.
+    let lastCount = 0, wraps = 0
+    const instructions = () => {
+      const c = emulator.get_instruction_counter()
+      if (c < lastCount) wraps++
+      lastCount = c
+      return (wraps * 2 ** 32 + c) / 1e6
+    }
+    const sampler = setInterval(instructions, 20)
 
     emulator.add_listener("emulator-started", () => {
       result.startedMs = performance.now() - t0
@@ -137,9 +170,11 @@ const bootOnce = (): Promise<BootResult> =>
       if (byte !== 10) return
       serial += Buffer.from(serialBytes).toString("latin1")
       result.lineTimes.push(performance.now() - t0)
+      result.lineMinstr.push(instructions())
       serialBytes.length = 0
       if (result.initReadyMs === undefined && serial.includes(READY_LINE)) {
         result.initReadyMs = performance.now() - t0
+        result.initReadyMinstr = instructions()
         maybeDone()
       }
       if (/Kernel panic|end Kernel panic/.test(serial)) finish("kernel panic")
@@ -185,37 +220,71 @@ const timeline = (serial: string) => {
   return { stamped, slowest: steps.sort((a, b) => b.dt - a.dt).slice(0, 8) }
 }
 
+/** The boot in phases, from the trace of a boot with printk on the console. */
+const phases = (r: BootResult) => {
+  const lines = r.serial.split("\n")
+  const at = (re: RegExp) => {
+    const i = lines.findIndex((l) => re.test(l))
+    return i >= 0 && i < r.lineTimes.length ? { ms: r.lineTimes[i]!, minstr: r.lineMinstr[i]! } : undefined
+  }
+  const points = [
+    { name: "emulator constructed -> kernel's first printk (BIOS, kernel load + decompression)", end: at(/Linux version/) },
+    { name: "-> kernel runs /init (kernel init: PCI, serial, ATA probe, root mount)", end: at(/Run \/init as init process/) },
+    { name: "-> /init ready line (first exec from the disk, overlay, mounts)", end: r.initReadyMs === undefined ? undefined : { ms: r.initReadyMs, minstr: r.initReadyMinstr ?? 0 } }
+  ]
+  let prev = { ms: 0, minstr: 0 }
+  const out: string[] = []
+  for (const p of points) {
+    if (!p.end) continue
+    out.push(`    ${(p.end.ms - prev.ms).toFixed(0).padStart(6)} ms ${(p.end.minstr - prev.minstr).toFixed(0).padStart(5)} M instr  ${p.name}`)
+    prev = p.end
+  }
+  if (r.agentReadyMs !== undefined && r.initReadyMs !== undefined) {
+    out.push(`    ${(r.agentReadyMs - r.initReadyMs).toFixed(0).padStart(6)} ms              -> agent READY frame (agent exec + start)`)
+  }
+  return out
+}
+
 const main = async () => {
   console.log(`v86 boot bench: ${runs} cold boots, ${memoryMB} MiB, initrd ${images.initrd ? `${images.initrd.byteLength} B` : "none"}${images.hda ? `, hda ${images.hda.byteLength} B` : ""}`)
   console.log(`cmdline: ${cmdline}`)
   const results: BootResult[] = []
   for (let i = 0; i < runs; i++) {
-    const r = await bootOnce()
+    const r = await bootOnce(cmdline)
     results.push(r)
-    console.log(`  boot ${i + 1}: started ${ms(r.startedMs)}, first kernel output ${ms(r.firstSerialMs)}, init ready ${ms(r.initReadyMs)}, agent ready ${ms(r.agentReadyMs)}${r.error ? `  ERROR: ${r.error}` : ""}`)
+    console.log(`  boot ${i + 1}: init ready ${ms(r.initReadyMs)} (${r.initReadyMinstr?.toFixed(0)} M guest instructions), agent READY ${ms(r.agentReadyMs)}${r.error ? `  ERROR: ${r.error}` : ""}`)
     if (r.error) {
       console.log(r.serial.slice(-3000))
       process.exitCode = 1
-      break
+      return
     }
   }
   const init = results.map((r) => r.initReadyMs).filter((x): x is number => x !== undefined)
   const agent = results.map((r) => r.agentReadyMs).filter((x): x is number => x !== undefined)
+  const minstr = results.map((r) => r.initReadyMinstr).filter((x): x is number => x !== undefined)
   if (init.length) console.log(`median time to "${READY_LINE}": ${ms(median(init))}  (min ${ms(Math.min(...init))}, max ${ms(Math.max(...init))})`)
   if (agent.length) console.log(`median time to the agent's READY frame: ${ms(median(agent))}  (min ${ms(Math.min(...agent))}, max ${ms(Math.max(...agent))})`)
+  if (minstr.length) console.log(`median guest work to "${READY_LINE}": ${median(minstr).toFixed(0)} M instructions (load on the host does not change this one)`)
+  if (opt.log) console.log(`--- serial log of boot 1 ---\n${results[0]!.serial}--- end ---`)
 
-  const first = results[0]
-  if (first) {
-    if (opt.log) console.log(`--- serial log of boot 1 ---\n${first.serial}--- end ---`)
-    const { stamped, slowest } = timeline(first.serial)
-    if (stamped.length) {
-      const last = stamped[stamped.length - 1]!
-      console.log(`kernel timeline (boot 1): ${stamped.length} printk lines, last at ${last.t.toFixed(3)} s: ${last.text}`)
-      const runInit = stamped.find((s) => s.text.startsWith("Run /init") || s.text.includes("Freeing unused kernel"))
-      if (runInit) console.log(`  kernel reached ${JSON.stringify(runInit.text)} at ${runInit.t.toFixed(3)} s (kernel clock)`)
-      console.log("  slowest steps (gap between consecutive printk lines):")
-      for (const s of slowest) console.log(`    ${(s.dt * 1000).toFixed(0).padStart(5)} ms at ${s.at.toFixed(3)} s  after: ${s.after.slice(0, 70)}\n${" ".repeat(24)}before: ${s.before.slice(0, 70)}`)
-    }
+  if (opt["no-timeline"]) return
+  // One more boot with every printk on the console, for the timeline. Printing costs
+  // time on the emulated serial port, so this boot is not part of the medians.
+  const t = await bootOnce(`${cmdline} loglevel=8`)
+  console.log(`timeline boot (cmdline + loglevel=8): init ready ${ms(t.initReadyMs)}, agent READY ${ms(t.agentReadyMs)}${t.error ? `  ERROR: ${t.error}` : ""}`)
+  console.log("  phases (host wall time, guest instructions):")
+  for (const l of phases(t)) console.log(l)
+  if (opt.trace) {
+    const lines = t.serial.split("\n").slice(0, t.lineTimes.length)
+    console.log("--- trace: wall ms, M instructions, line ---")
+    lines.forEach((l, i) => console.log(`${t.lineTimes[i]!.toFixed(0).padStart(6)} ${t.lineMinstr[i]!.toFixed(0).padStart(5)}  ${l}`))
+  }
+  const { stamped, slowest } = timeline(t.serial)
+  if (stamped.length) {
+    const last = stamped[stamped.length - 1]!
+    console.log(`  kernel log: ${stamped.length} printk lines, last at ${last.t.toFixed(3)} s (kernel clock): ${last.text}`)
+    console.log("  slowest steps (gap between consecutive printk lines, kernel clock):")
+    for (const s of slowest) console.log(`    ${(s.dt * 1000).toFixed(0).padStart(5)} ms at ${s.at.toFixed(3)} s  after: ${s.after.slice(0, 70)}\n${" ".repeat(24)}before: ${s.before.slice(0, 70)}`)
   }
 }
 

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Turns the unpacked Debian i386 packages in $1 into the guest root filesystem:
 # merged /usr, pruned docs/locales, the links dpkg's maintainer scripts would have
-# made, the v86box skeleton (image/skel/) and /init. Called by build.sh.
+# made, the v86box skeleton (image/skel/) and /init (the binary built from
+# image/init.c, $3). Called by build.sh.
 set -euo pipefail
-R="$1" HERE="$2"
+R="$1" HERE="$2" INIT_BIN="$3"
 cd "$R"
 
 # --- merged /usr, as on any bookworm system (usrmerge does this at install time) ------
@@ -75,4 +76,5 @@ ln -sfn ../run var/run
 # The kernel opens /dev/console for /init's stdio before devtmpfs is mounted.
 mknod -m 600 dev/console c 5 1
 mknod -m 666 dev/null c 1 3
-install -m 0755 "$HERE/init" init
+mknod -m 644 dev/kmsg c 1 11
+install -m 0755 "$INIT_BIN" init

@@ -22,9 +22,11 @@ try {
 if (manifest.format !== 1) problems.push(`manifest format is ${manifest.format}, expected 1`);
 const files = manifest.files ?? {};
 if (Object.keys(files).length === 0) problems.push("manifest.json lists no files");
-for (const key of ["kernel", "initrd", "bios", "vgaBios"]) {
+for (const key of ["kernel", "bios", "vgaBios"]) {
   if (!(key in files)) problems.push(`manifest.json has no files.${key}`);
 }
+// The root filesystem is a disk (files.rootfs, v86's hda) or an initramfs (files.initrd).
+if (!("rootfs" in files) && !("initrd" in files)) problems.push("manifest.json has neither files.rootfs nor files.initrd");
 
 for (const [key, entry] of Object.entries(files)) {
   const path = join(dir, entry.path ?? "");

@@ -42,7 +42,7 @@ const withoutInit = (cmdline: string) =>
   cmdline.split(/\s+/).filter((word) => !word.startsWith("init=") && !word.startsWith("rdinit=")).join(" ")
 
 /** The prompt the serial shell prints: unlikely in any command's output. */
-const PROMPT = "\u0001v86p\u0002$ "
+const PROMPT = "__v86p__$ "
 
 export interface RawMachine {
   /** Types `command` on the serial shell; resolves with what it printed before the next prompt. */
