@@ -115,3 +115,28 @@ describe("replaying a scripted transcript", () => {
       expect(defect).toBeInstanceOf(UnconsumedEvents)
     }))
 })
+
+describe("fingerprints and redaction", () => {
+  it.effect("a transcript recorded by another image or memory size is StaleTranscript, naming the change and the fix", () =>
+    Effect.gen(function*() {
+      const recorded = yield* Testkit.readTranscript("transcripts/exec.ndjson")
+      const changed = {
+        ...recorded,
+        header: { ...recorded.header, fingerprint: { ...recorded.header.fingerprint, memoryMB: 4096 } }
+      }
+      const error = yield* Effect.flip(Effect.scoped(Layer.build(Testkit.layerReplay(changed))))
+      expect(error._tag).toBe("StaleTranscript")
+      expect(error.message).toContain("memoryMB was 4096")
+      expect(error.message).toContain("npm run transcripts:record")
+    }))
+
+  it("replaceText scrubs a secret from guest output and keeps every byte length", () => {
+    const [, , , , , stdoutEvent] = script([{ command: "cat secret", stdout: "token=sk-12345678 ok" }]).events
+    const redacted = Testkit.replaceText("sk-12345678", "REDACTED")(stdoutEvent!)
+    if (redacted.d !== "from" || stdoutEvent!.d !== "from") throw new Error("expected guest output")
+    const text = Buffer.from(redacted.data).toString("latin1")
+    expect(text).toContain("token=REDACTED*** ok")
+    expect(text).not.toContain("sk-12345678")
+    expect(redacted.data.length).toBe(stdoutEvent!.data.length)
+  })
+})
