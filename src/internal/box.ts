@@ -12,7 +12,7 @@ import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
 import * as Sink from "effect/Sink"
 import * as Stream from "effect/Stream"
-import { randomBytes } from "node:crypto"
+import { createHash, randomBytes } from "node:crypto"
 import * as Assets from "../Assets.ts"
 import { type AssetError, BootTimeout, CommandTimeout, InvalidOptions, MachineError, OutputLimitExceeded } from "../Errors.ts"
 import {
@@ -247,12 +247,12 @@ const makeService = (
       })
     )
 
-  const status = Effect.sync(() => ({
-      ready: client.isAlive,
-      pending: client.pending,
-      agentVersion: info.agentVersion,
-      bootMillis: info.bootMillis
-    } satisfies Status))
+  const status = Effect.sync((): Status => ({
+    ready: client.isAlive,
+    pending: client.pending,
+    agentVersion: info.agentVersion,
+    bootMillis: info.bootMillis
+  }))
   return { exec, start, status, fs: guestFileSystem.make({ exec, start }) }
 }
 
@@ -357,16 +357,19 @@ const collect = (stream: Stream.Stream<Uint8Array, MachineError>) =>
     return state
   }).pipe(Effect.map((state) => state.text + state.decoder.decode()))
 
-/** Compiling the 2 MB emulator takes tens of ms: once per process per wasm binary. */
-const compiledWasm = new WeakMap<Uint8Array, WebAssembly.Module>()
+/**
+ * Compiling the 2 MB emulator takes tens of ms: once per process per wasm binary, keyed
+ * by content (each resolve reads the file into a new array; hashing it costs a few ms).
+ */
+const compiledWasm = new Map<string, WebAssembly.Module>()
 
 const compileWasm = (wasm: Uint8Array) =>
   Effect.suspend(() => {
-    const cached = compiledWasm.get(wasm)
+    const key = createHash("sha256").update(wasm).digest("hex")
+    const cached = compiledWasm.get(key)
     if (cached !== undefined) return Effect.succeed(cached)
     return Effect.tryPromise({
       try: () => WebAssembly.compile(wasm as Uint8Array<ArrayBuffer>),
       catch: (error) => new MachineError({ reason: `cannot compile the emulator's wasm: ${String(error)}`, consoleTail: "" })
-    }).pipe(Effect.tap((module) => compiledWasm.set(wasm, module)))
+    }).pipe(Effect.tap((module) => compiledWasm.set(key, module)))
   })
-
