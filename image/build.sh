@@ -170,7 +170,7 @@ log "fetching and verifying .debs against packages.lock"
 declare -A DEB
 while read -r pkg ver arch sha src srcver; do
   DEB[$pkg]=$(fetch_deb "$pkg" "$ver" "$arch" "$sha")
-done < <(lock_rows rootfs; lock_rows kernel; lock_rows bios)
+done < <(lock_rows rootfs; if [ "$MODE" = all ]; then lock_rows kernel; lock_rows bios; fi)
 
 sha_of() { sha256sum "$1" | cut -d' ' -f1; }
 
@@ -180,13 +180,14 @@ build_kernel() {
   read -r _ kver _ ksha _ _ < <(lock_rows kernel)
   # The cached kernel is reused only when nothing it is made from changed.
   local key
+  # (Log lines are left out of the key so rewording them does not force a rebuild.)
   key=$(cat "$HERE/kernel.fragment" "$HERE"/patches/*.patch <(echo "$ksha $KBUILD_BUILD_TIMESTAMP") \
-        <(sed -n '/^build_kernel()/,/^}/p' "$0") | sha256sum | cut -c1-16)
+        <(sed -n '/^build_kernel()/,/^}/p' "$0" | grep -v '^ *log ') | sha256sum | cut -c1-16)
   local kdir="$CACHE/kernel/$key"
   if [ -f "$kdir/bzImage" ]; then
     log "kernel: cached ($kdir)"
   else
-    log "kernel: building linux $kver (i386 tinyconfig + image/kernel.fragment), ~4-5 min on 2 cores"
+    log "kernel: building linux $kver (i386 tinyconfig + image/kernel.fragment), ~7-10 min on 2 cores"
     rm -rf "$kdir"; mkdir -p "$kdir"
     local src="$kdir/src"; mkdir -p "$src"
     dpkg-deb --fsys-tarfile "${DEB[linux-source-6.1]}" | tar -xO ./usr/src/linux-source-6.1.tar.xz |
@@ -271,16 +272,22 @@ build_rootfs() {
   fi
 }
 
-# Every ELF in the image must find its NEEDED libraries inside the image.
+# Every ELF in the image (programs and the libraries themselves) must find its NEEDED
+# libraries inside the image. One readelf over all candidates: per-file forks are slow.
 check_needed() {
-  local R="$1" bad=0 f lib have
-  have=$(find "$R/usr/lib/i386-linux-gnu" "$R/usr/lib" -maxdepth 1 -name '*.so*' -printf '%f\n' | sort -u)
-  while IFS= read -r f; do
-    for lib in $(readelf -d "$f" 2>/dev/null | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'); do
-      grep -qx "$lib" <<<"$have" || { echo "  ${f#"$R"} needs $lib" >&2; bad=1; }
-    done
-  done < <(find "$R" -type f -perm /111 -exec sh -c 'head -c4 "$1" | grep -q ELF && echo "$1"' _ {} \;)
-  [ "$bad" = 0 ] || die "shared libraries missing from the image (add their packages to packages.txt)"
+  local R="$1" missing
+  missing=$(
+    { find "$R/usr/lib/i386-linux-gnu" "$R/usr/lib" -maxdepth 1 -name '*.so*' -printf 'HAVE %f\n'
+      # readelf fails on the non-ELF files (scripts) and names files only when given
+      # several: /init (static, needs nothing) goes first in every batch.
+      find "$R" \( -type f -perm /111 -o -type f -name '*.so*' \) -print0 |
+        xargs -0 readelf -d "$R/init" 2>/dev/null | sed -n -e 's/^File: /FILE /p' -e 's/.*(NEEDED).*\[\(.*\)\]/NEED \1/p' || true
+    } | awk -v root="$R" '
+      $1 == "HAVE" { have[$2] = 1; next }
+      $1 == "FILE" { file = substr($2, length(root) + 1); next }
+      $1 == "NEED" { need[file " needs " $2] = $2 }
+      END { for (k in need) if (!(need[k] in have)) print "  " k }' | sort)
+  [ -z "$missing" ] || { echo "$missing" >&2; die "shared libraries missing from the image (add their packages to packages.txt)"; }
 }
 
 # --- BIOS ------------------------------------------------------------------------------

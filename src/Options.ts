@@ -40,7 +40,7 @@ const ByteCount = Schema.Number.pipe(Schema.int(), Schema.positive())
  * @category schemas
  */
 export const V86BoxOptionsSchema = Schema.Struct({
-  memoryMB: Schema.optional(Schema.Number.pipe(Schema.int(), Schema.between(96, 2048))),
+  memoryMB: Schema.optional(Schema.Number.pipe(Schema.int(), Schema.between(32, 2048))),
   bootTimeout: Schema.optional(DurationInput),
   commandTimeout: Schema.optional(DurationInput),
   maxOutputBytes: Schema.optional(ByteCount),
@@ -57,7 +57,7 @@ export const V86BoxOptionsSchema = Schema.Struct({
  * @category models
  */
 export interface V86BoxOptions {
-  /** Guest RAM in MiB (96–2048). Default: the image's recommended size. */
+  /** Guest RAM in MiB (32–2048, and at least what the image needs). Default: the image's size (64 for the bundled image). */
   readonly memoryMB?: number | undefined
   /** How long boot may take, from asset loading to the agent's ready frame. Default 60 seconds. */
   readonly bootTimeout?: Duration.DurationInput | undefined
