@@ -54,7 +54,12 @@ export const make = (transcript: Transcript, source: string, options: ReplayOpti
       if (mismatch !== undefined) return Effect.die(mismatch)
       advance()
       const fatal = fatalKernelMessage(kernelLog.tail())
-      if (fatal !== undefined) return Effect.fail(new MachineError({ reason: fatal, consoleTail: kernelLog.tail(4096) }))
+      if (fatal !== undefined) {
+        // The recording noted the same death as a `fail` event: it is this one.
+        const recordedFailure = events.findIndex((event, index) => index >= cursor && event.d === "fail" && !consumed[index])
+        if (recordedFailure !== -1) consumed[recordedFailure] = true
+        return Effect.fail(new MachineError({ reason: fatal, consoleTail: kernelLog.tail(4096) }))
+      }
       const event = events[cursor]
       // At the end of the recording the guest is silent, as a live one would be.
       if (event === undefined) return Effect.never
