@@ -10,12 +10,12 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import { existsSync } from "node:fs"
 import { mkdir, readFile, rename, writeFile } from "node:fs/promises"
-import { createRequire } from "node:module"
 import { dirname } from "node:path"
 import * as Assets from "../src/Assets.ts"
 import type { AssetError, BootTimeout, InvalidOptions, MachineError } from "../src/Errors.ts"
 import * as Box from "../src/internal/box.ts"
 import { PROTOCOL_VERSION } from "../src/internal/protocol.ts"
+import * as V86Machine from "../src/internal/v86Machine.ts"
 import { decodeBoxOptions, type V86BoxOptions } from "../src/Options.ts"
 import { V86Box } from "../src/V86Box.ts"
 import { StaleTranscript, TranscriptMissing, UnconsumedEvents } from "./Errors.ts"
@@ -37,7 +37,7 @@ import {
  * @since 0.1.0
  * @category constants
  */
-export const v86Version: string = (createRequire(import.meta.url)("v86/package.json") as { version: string }).version
+export const v86Version: string = V86Machine.v86Version
 
 /**
  * Options of `layerReplay`.

@@ -9,6 +9,7 @@ import * as Mailbox from "effect/Mailbox"
 import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
+import { createRequire } from "node:module"
 import { Worker } from "node:worker_threads"
 import { MachineError } from "../Errors.ts"
 import { ConsoleTail, fatalKernelMessage, type Machine } from "./machine.ts"
@@ -46,6 +47,9 @@ const WorkerMessage = Schema.Union(
 const isWorkerMessage = Schema.is(WorkerMessage)
 
 const workerUrl = new URL("./v86Worker.mjs", import.meta.url)
+
+/** The version of the installed v86, which runs every machine. */
+export const v86Version: string = (createRequire(import.meta.url)("v86/package.json") as { version: string }).version
 
 /**
  * Starts an emulator in a new worker; the scope's release destroys it and ends the

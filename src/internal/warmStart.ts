@@ -4,19 +4,18 @@
  *
  * A state file holds one header line (magic), one JSON line (what it was made from),
  * then the raw v86 state. It is keyed by everything that makes a state unusable when it
- * changes: the image fingerprint, guest RAM, the v86 version and the protocol version.
+ * changes: the image fingerprint, guest RAM, the v86 version (a state only fits its own
+ * emulator) and the protocol version.
  */
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import { createHash } from "node:crypto"
 import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises"
-import { createRequire } from "node:module"
 import { homedir } from "node:os"
 import { dirname, join } from "node:path"
 import { PROTOCOL_VERSION } from "./protocol.ts"
+import { v86Version } from "./v86Machine.ts"
 
-/** The version of the emulator that runs the machines (a state only fits its own v86). */
-export const v86Version: string = (createRequire(import.meta.url)("v86/package.json") as { version: string }).version
 
 const MAGIC = "v86box-state 1\n"
 
