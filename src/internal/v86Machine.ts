@@ -48,6 +48,10 @@ const isWorkerMessage = Schema.is(WorkerMessage)
 
 const workerUrl = new URL("./v86Worker.mjs", import.meta.url)
 
+/** Emulator workers started in this process and not yet exited (tests check for leaks). */
+let runningWorkers = 0
+export const runningWorkerCount = (): number => runningWorkers
+
 /** The version of the installed v86, which runs every machine. */
 export const v86Version: string = (createRequire(import.meta.url)("v86/package.json") as { version: string }).version
 
@@ -119,7 +123,9 @@ export const make = (config: V86MachineConfig): Effect.Effect<Machine, MachineEr
       }
     })
     worker.on("error", (error) => fail(`the emulator worker crashed: ${error.stack ?? error.message}`))
+    runningWorkers++
     worker.on("exit", (code) => {
+      runningWorkers--
       Deferred.unsafeDone(stopped, Effect.void)
       fail(`the emulator worker exited (code ${code})`)
     })
