@@ -121,11 +121,16 @@ const EnvName = Schema.String.pipe(
   Schema.pattern(/^[A-Za-z_][A-Za-z0-9_]*$/, { message: () => "environment variable names are letters, digits and _" })
 )
 
+/** Text that crosses to the guest as a C string (argv, environment, paths). */
+const GuestText = Schema.String.pipe(
+  Schema.filter((text) => !text.includes("\0") || "must not contain a NUL byte")
+)
+
 const ExecOptionsSchema = Schema.Struct({
   timeout: Schema.optional(DurationInput),
   maxOutputBytes: Schema.optional(ByteCount),
-  env: Schema.optional(Schema.Record({ key: EnvName, value: Schema.String })),
-  cwd: Schema.optional(Schema.String.pipe(Schema.minLength(1))),
+  env: Schema.optional(Schema.Record({ key: EnvName, value: GuestText })),
+  cwd: Schema.optional(GuestText.pipe(Schema.minLength(1))),
   user: Schema.optional(
     Schema.Union(Schema.Literal("root", "user"), Schema.Number.pipe(Schema.int(), Schema.between(0, 65535)))
   )
@@ -207,8 +212,6 @@ export const decodeExecOptions = (
       Effect.catchAll((error) => Effect.fail(new InvalidOptions({ issues: [...issues, ...error.issues] })))
     )
     if (issues.length > 0) return yield* Effect.fail(new InvalidOptions({ issues }))
-    const nulField = [decoded.cwd, ...Object.entries(decoded.env ?? {}).flat()].some((text) => text?.includes("\0"))
-    if (nulField) return yield* Effect.fail(new InvalidOptions({ issues: ["env/cwd: must not contain a NUL byte"] }))
     const user = decoded.user ?? "root"
     return {
       timeout: decoded.timeout,
