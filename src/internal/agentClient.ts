@@ -94,8 +94,10 @@ export class Channel {
 
   /** The consumer took `bytes` of output: give the guest room for as many more. */
   consumed(bytes: number): Effect.Effect<void, MachineError> {
-    this.uncreditedBytes += bytes
-    return this.returnCredit()
+    return Effect.suspend(() => {
+      this.uncreditedBytes += bytes
+      return this.returnCredit()
+    })
   }
 
   /**
@@ -133,9 +135,12 @@ export class Channel {
 
   /** Kills the command's process group and remembers why. */
   terminate(reason: "timeout" | "outputLimit"): Effect.Effect<void, MachineError> {
-    if (this.termination !== undefined || this.done) return Effect.void
-    this.termination = reason
-    return this.signal(SIGKILL)
+    // Lazy: a timer builds this effect when the command starts and runs it only if time runs out.
+    return Effect.suspend(() => {
+      if (this.termination !== undefined || this.done) return Effect.void
+      this.termination = reason
+      return this.signal(SIGKILL)
+    })
   }
 
   signal(signal: number): Effect.Effect<void, MachineError> {

@@ -68,6 +68,13 @@ export const execSuite = (it: Vitest.MethodsNonLive<V86Box, boolean>, driver: Su
       expect((yield* box.exec("echo next")).stdout).toBe("next\n")
     }))
 
+  it.effect("a command that ends within its timeout is a plain result", () =>
+    Effect.gen(function*() {
+      const box = yield* V86Box
+      const result = yield* box.exec("echo quick; exit 2", { timeout: "30 seconds" })
+      expect(result).toEqual({ exitCode: 2, stdout: "quick\n", stderr: "" })
+    }))
+
   it.effect("the timeout error carries the output produced before it", () =>
     Effect.gen(function*() {
       const box = yield* V86Box
