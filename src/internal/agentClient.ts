@@ -21,7 +21,7 @@ import {
   FrameType,
   type Frame,
   PROTOCOL_VERSION,
-  ProtocolError,
+  type ProtocolError,
   STDIN_WINDOW
 } from "./protocol.ts"
 
@@ -219,7 +219,6 @@ export class AgentClient {
   private readonly channels = new Map<number, Channel>()
   private nextChannelId = 1
   private failure: MachineError | undefined
-  private readonly pongs: Array<Deferred.Deferred<Uint8Array, MachineError>> = []
   private readonly initAcks: Array<Deferred.Deferred<void, MachineError>> = []
   private readonly decoder = new FrameDecoder({ skipNoise: true })
 
@@ -275,16 +274,6 @@ export class AgentClient {
       this.channels.set(channel.id, channel)
       yield* this.sendFrame({ type: FrameType.EXEC, channel: channel.id, payload })
       return channel
-    })
-  }
-
-  /** A round trip to the agent: proves it is alive and answering. */
-  ping(payload: Uint8Array): Effect.Effect<Uint8Array, MachineError> {
-    return Effect.gen(this, function*() {
-      const pong = yield* Deferred.make<Uint8Array, MachineError>()
-      this.pongs.push(pong)
-      yield* this.sendFrame({ type: FrameType.PING, channel: 0, payload })
-      return yield* Deferred.await(pong)
     })
   }
 
@@ -369,11 +358,9 @@ export class AgentClient {
           yield* Deferred.succeed(this.ready, { protocol, agent: pairs.get("agent") ?? "unknown" })
           return
         }
-        case FrameType.PONG: {
-          const pong = this.pongs.shift()
-          if (pong !== undefined) yield* Deferred.succeed(pong, frame.payload)
+        case FrameType.PONG:
+          // The client sends no PING; an answer to none carries nothing.
           return
-        }
         case FrameType.INIT_OK: {
           const acknowledged = this.initAcks.shift()
           if (acknowledged !== undefined) yield* Deferred.succeed(acknowledged, undefined)
@@ -397,7 +384,6 @@ export class AgentClient {
       const failure = new MachineError({ reason: error.reason, consoleTail })
       this.failure = failure
       yield* Deferred.fail(this.ready, failure)
-      for (const waiter of this.pongs.splice(0)) yield* Deferred.fail(waiter, failure)
       for (const waiter of this.initAcks.splice(0)) yield* Deferred.fail(waiter, failure)
       const channels = [...this.channels.values()]
       this.channels.clear()
@@ -417,4 +403,3 @@ export const execPairs = (request: ChannelRequest): Array<[string, string]> => {
   return pairs
 }
 
-export { ProtocolError }
