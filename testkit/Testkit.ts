@@ -16,7 +16,7 @@ import type { AssetError, BootTimeout, InvalidOptions, MachineError } from "../s
 import * as Box from "../src/internal/box.ts"
 import { PROTOCOL_VERSION } from "../src/internal/protocol.ts"
 import * as V86Machine from "../src/internal/v86Machine.ts"
-import { decodeBoxOptions, type V86BoxOptions } from "../src/Options.ts"
+import { type DecodedBoxOptions, decodeBoxOptions, type V86BoxOptions } from "../src/Options.ts"
 import { V86Box } from "../src/V86Box.ts"
 import { StaleTranscript, TranscriptMissing, UnconsumedEvents } from "./Errors.ts"
 import { Recorder } from "./internal/recorder.ts"
@@ -97,11 +97,13 @@ export const readTranscript = (file: string): Effect.Effect<Transcript, Transcri
  * @category constructors
  */
 export const currentFingerprint = (options?: V86BoxOptions): Effect.Effect<Fingerprint, AssetError | InvalidOptions> =>
-  Effect.gen(function*() {
-    const decoded = yield* decodeBoxOptions(options)
-    const assets = yield* Assets.resolveNode({ assets: decoded.assets, assetsDir: decoded.assetsDir })
-    return fingerprintOf(assets, decoded.memoryMB ?? assets.memoryMB)
-  })
+  Effect.flatMap(decodeBoxOptions(options), fingerprintFor)
+
+const fingerprintFor = (decoded: DecodedBoxOptions): Effect.Effect<Fingerprint, AssetError> =>
+  Effect.map(
+    Assets.resolveNode({ assets: decoded.assets, assetsDir: decoded.assetsDir }),
+    (assets) => fingerprintOf(assets, decoded.memoryMB ?? assets.memoryMB)
+  )
 
 const fingerprintOf = (assets: Assets.ResolvedAssets, memoryMB: number): Fingerprint => ({
   image: assets.fingerprint,
@@ -129,7 +131,7 @@ export const layerReplay = (source: string | Transcript, replay: ReplayOptions =
       const transcript = typeof source === "string" ? yield* readTranscript(source) : source
       const decoded = yield* decodeBoxOptions(replay.options)
       if (replay.fingerprint !== "ignore") {
-        const differences = compareFingerprints(transcript.header.fingerprint, yield* currentFingerprint(replay.options))
+        const differences = compareFingerprints(transcript.header.fingerprint, yield* fingerprintFor(decoded))
         if (differences.length > 0) return yield* Effect.fail(new StaleTranscript({ source: name, differences }))
       }
       const machine = yield* ReplayMachine.make(transcript, name, { timing: replay.timing })
