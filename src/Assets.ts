@@ -8,7 +8,7 @@
  */
 import type * as FileSystem from "@effect/platform/FileSystem"
 import type * as HttpClient from "@effect/platform/HttpClient"
-import type * as Path from "@effect/platform/Path"
+import * as Path from "@effect/platform/Path"
 import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import * as NodePath from "@effect/platform-node/NodePath"
@@ -164,15 +164,85 @@ export const readManifest: (dir?: string) => Effect.Effect<Manifest, AssetError,
   internal.readManifest
 
 /**
- * Checks every file the bundled manifest lists against its size and sha256. A
- * truncated or corrupt file fails with an `AssetError` naming the asset and both the
- * expected and the actual value.
+ * A file that matched its manifest entry.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface VerifiedFile {
+  /** The manifest's name for it: `kernel`, `initrd`, `rootfs`, `bios`, `vgaBios`… */
+  readonly asset: string
+  readonly path: string
+  readonly size: number
+  readonly sha256: string
+}
+
+/**
+ * Checks every file that `dir/manifest.json` lists (default: the bundled image)
+ * against its size and sha256, and returns them. A missing, truncated or corrupt file
+ * fails with an `AssetError` naming the asset and both the expected and the actual value.
  *
  * @since 0.1.0
  * @category verification
  */
-export const verifyBundled: Effect.Effect<void, AssetError, FileSystem.FileSystem | Path.Path> = internal
-  .verifyBundled()
+export const verify: (
+  dir?: string
+) => Effect.Effect<ReadonlyArray<VerifiedFile>, AssetError, FileSystem.FileSystem | Path.Path> = (dir) =>
+  internal.verifyBundled(dir)
+
+/**
+ * {@link verify} of the bundled image.
+ *
+ * @since 0.1.0
+ * @category verification
+ */
+export const verifyBundled: Effect.Effect<ReadonlyArray<VerifiedFile>, AssetError, FileSystem.FileSystem | Path.Path> =
+  internal.verifyBundled()
+
+/**
+ * Where a downloaded asset is kept: `${assetsDir}/cache/<sha256>`. `downloaded` is false
+ * when the cache already held the verified file.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface CachedAsset {
+  readonly path: string
+  readonly size: number
+  readonly downloaded: boolean
+}
+
+/**
+ * Options of {@link download}: the cache dir (default `~/.v86box`) and a progress callback.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface DownloadOptions {
+  readonly assetsDir?: string | undefined
+  readonly onProgress?: ((progress: DownloadProgress) => void) | undefined
+}
+
+/**
+ * Puts a URL asset into the cache ahead of time, as {@link resolve} would on first use:
+ * downloaded unless the cache already holds a file with that sha256, verified before it
+ * is kept. Later `resolve` calls with the same `{ url, sha256 }` and `assetsDir` read it
+ * offline. Every failure is an `AssetError` naming `asset`.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const download = (
+  asset: AssetName,
+  source: { readonly url: string; readonly sha256: string },
+  options: DownloadOptions = {}
+): Effect.Effect<CachedAsset, AssetError, HttpClient.HttpClient | FileSystem.FileSystem | Path.Path> =>
+  Effect.gen(function*() {
+    const path = yield* Path.Path
+    const assetsDir = path.resolve(options.assetsDir ?? internal.defaultAssetsDir())
+    const cached = yield* internal.cacheRemote(asset, source, assetsDir, options.onProgress)
+    return { path: cached.path, size: cached.bytes.length, downloaded: cached.downloaded }
+  })
 
 /**
  * Resolves every asset to bytes: bundled files (verified against the manifest; the

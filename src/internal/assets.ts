@@ -203,10 +203,15 @@ const loadBundled = (asset: string, dir: string, entry: ManifestFileEntry) =>
 
 export const verifyBundled = (dir: string = bundledAssetsDir) =>
   Effect.gen(function*() {
+    const path = yield* Path.Path
     const manifest = yield* readManifest(dir)
+    const verified: Array<Assets.VerifiedFile> = []
     for (const [asset, entry] of Object.entries(manifest.files)) {
-      if (entry !== undefined) yield* loadBundled(asset, dir, entry)
+      if (entry === undefined) continue
+      yield* loadBundled(asset, dir, entry)
+      verified.push({ asset, path: path.join(dir, entry.path), size: entry.size, sha256: entry.sha256.toLowerCase() })
     }
+    return verified
   })
 
 /** The wasm that ships with the installed `v86` package. */
@@ -299,8 +304,13 @@ const download = (
     )
   )
 
-/** A `{ url, sha256 }` asset: from the cache when its hash matches, else downloaded into it. */
-const loadRemote = (
+export const defaultAssetsDir = (): string => join(homedir(), ".v86box")
+
+/**
+ * A `{ url, sha256 }` asset: from the cache when its hash matches, else downloaded into
+ * it. `downloaded` tells which.
+ */
+export const cacheRemote = (
   asset: Assets.AssetName,
   source: { readonly url: string; readonly sha256: string },
   assetsDir: string,
@@ -323,15 +333,18 @@ const loadRemote = (
 
     if (yield* fs.exists(cachePath).pipe(Effect.mapError(cacheError))) {
       const cached = yield* readHashed(asset, cachePath)
-      if (cached.sha256 === expected) return cached
+      if (cached.sha256 === expected) return { ...cached, path: cachePath, downloaded: false }
       // Damaged outside our control (we only ever rename verified files in): fetch it again.
       yield* fs.remove(cachePath, { force: true }).pipe(Effect.mapError(cacheError))
     }
     yield* fs.makeDirectory(cacheDir, { recursive: true }).pipe(Effect.mapError(cacheError))
     yield* download(asset, source.url, expected, cachePath, onProgress)
     const bytes = yield* fs.readFile(cachePath).pipe(Effect.mapError(cacheError))
-    return { bytes, sha256: expected } satisfies LoadedFile
+    return { bytes, sha256: expected, path: cachePath, downloaded: true }
   })
+
+const loadRemote = (...args: Parameters<typeof cacheRemote>) =>
+  Effect.map(cacheRemote(...args), ({ bytes, sha256 }): LoadedFile => ({ bytes, sha256 }))
 
 // ---------------------------------------------------------------------------
 // resolve
@@ -355,7 +368,7 @@ export const resolve = (options: Assets.ResolveOptions = {}, bundledDir: string 
     const path = yield* Path.Path
     const manifest = yield* readManifest(bundledDir)
     const sources = options.assets ?? {}
-    const assetsDir = path.resolve(options.assetsDir ?? path.join(homedir(), ".v86box"))
+    const assetsDir = path.resolve(options.assetsDir ?? defaultAssetsDir())
 
     const load = (asset: Assets.AssetName) => {
       const source = sources[asset]
