@@ -13,6 +13,7 @@ import { createRequire } from "node:module"
 import { Worker } from "node:worker_threads"
 import { MachineError } from "../Errors.ts"
 import { ConsoleTail, fatalKernelMessage, type Machine } from "./machine.ts"
+import { errorReply, tagOf } from "./ninePWire.ts"
 
 export interface V86MachineConfig {
   readonly wasm: WebAssembly.Module
@@ -26,6 +27,11 @@ export interface V86MachineConfig {
   readonly memoryMB: number
   /** A state from `saveState`: the machine resumes from it instead of booting. */
   readonly initialState?: Uint8Array | undefined
+  /**
+   * Answers the guest's 9P requests (its virtio-9p device, mount tag `host9p`): a request's
+   * bytes in, the reply's bytes out. Without one, every request fails with EOPNOTSUPP.
+   */
+  readonly fileServer?: ((request: Uint8Array) => Promise<Uint8Array>) | undefined
   /** Sees every byte of the kernel log (the testkit records them). */
   readonly onKernelLog?: ((bytes: Uint8Array) => void) | undefined
 }
@@ -41,6 +47,7 @@ const WorkerMessage = Schema.Union(
   Schema.TaggedStruct("agent", { bytes: Schema.Uint8ArrayFromSelf }),
   Schema.TaggedStruct("serial", { bytes: Schema.Uint8ArrayFromSelf }),
   Schema.TaggedStruct("saved", { id: Schema.Number, state: Schema.instanceOf(ArrayBuffer) }),
+  Schema.TaggedStruct("files", { id: Schema.Number, bytes: Schema.Uint8ArrayFromSelf }),
   Schema.TaggedStruct("failed", { message: Schema.String }),
   Schema.TaggedStruct("stopped", {})
 )
@@ -51,6 +58,18 @@ const workerUrl = new URL("./v86Worker.mjs", import.meta.url)
 /** Emulator workers started in this process and not yet exited (tests check for leaks). */
 let runningWorkers = 0
 export const runningWorkerCount = (): number => runningWorkers
+
+const liveWorkers = new Set<Worker>()
+
+/**
+ * Test hook, not public API: makes every live emulator worker in this process crash, by
+ * an uncaught exception (`"throw"`) or by ending its thread abruptly (`"exit"`), as a v86
+ * bug or an out-of-memory abort would. Returns how many workers were told to.
+ */
+export const crashWorkersForTesting = (how: "throw" | "exit"): number => {
+  for (const worker of liveWorkers) worker.postMessage({ type: "crash", how })
+  return liveWorkers.size
+}
 
 /** The version of the installed v86, which runs every machine. */
 export const v86Version: string = (createRequire(import.meta.url)("v86/package.json") as { version: string }).version
@@ -114,6 +133,9 @@ export const make = (config: V86MachineConfig): Effect.Effect<Machine, MachineEr
           if (save !== undefined) Deferred.unsafeDone(save, Effect.succeed(new Uint8Array(message.state)))
           break
         }
+        case "files":
+          answerFileRequest(message.id, message.bytes)
+          break
         case "failed":
           fail(`the emulator failed: ${message.message}`)
           break
@@ -122,10 +144,18 @@ export const make = (config: V86MachineConfig): Effect.Effect<Machine, MachineEr
           break
       }
     })
+    const answerFileRequest = (id: number, request: Uint8Array) => {
+      const answer = config.fileServer?.(request) ?? Promise.resolve(errorReply(tagOf(request), "EOPNOTSUPP"))
+      void answer.catch(() => errorReply(tagOf(request), "EIO")).then((reply) => {
+        if (failure === undefined) worker.postMessage({ type: "files-reply", id, bytes: reply }, [reply.buffer as ArrayBuffer])
+      })
+    }
     worker.on("error", (error) => fail(`the emulator worker crashed: ${error.stack ?? error.message}`))
     runningWorkers++
+    liveWorkers.add(worker)
     worker.on("exit", (code) => {
       runningWorkers--
+      liveWorkers.delete(worker)
       Deferred.unsafeDone(stopped, Effect.void)
       fail(`the emulator worker exited (code ${code})`)
     })

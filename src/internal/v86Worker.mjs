@@ -7,12 +7,15 @@
 //                                        memoryMB, initialState }   (ArrayBuffers / Module)
 //   { type: "input", bytes }   bytes for the agent console (guest /dev/hvc0)
 //   { type: "save", id }       save the machine state
+//   { type: "files-reply", id, bytes }  the 9P reply to the "files" request `id`
 //   { type: "stop" }           destroy the emulator, then exit
+//   { type: "crash", how }     test hook: crash ("throw", uncaught) or end the thread ("exit")
 // Messages out:
 //   { _tag: "started" }                 the emulator runs; input may be sent
 //   { _tag: "agent", bytes }            bytes the guest wrote to /dev/hvc0
 //   { _tag: "serial", bytes }           bytes the guest wrote to ttyS0 (kernel log)
 //   { _tag: "saved", id, state }        answer to "save"
+//   { _tag: "files", id, bytes }        a 9P request from the guest's virtio-9p device (tag host9p)
 //   { _tag: "failed", message }         the emulator could not start or crashed
 //   { _tag: "stopped" }
 // (checked with a Schema on arrival, in v86Machine.ts)
@@ -28,6 +31,9 @@ const GUEST_BUFFER_BYTES = 4096
 const INPUT_RETRY_MILLIS = 1
 
 let emulator
+/** v86's reply callbacks of the 9P requests the caller has not answered yet. */
+const fileReplies = new Map()
+let nextFileRequest = 1
 /** Input not yet handed to the guest, oldest first. */
 const pendingInput = []
 let pendingOffset = 0
@@ -105,7 +111,17 @@ const boot = (config) => {
     autostart: true,
     disable_keyboard: true,
     disable_mouse: true,
-    disable_speaker: true
+    disable_speaker: true,
+    // Always present, mounted or not: a saved state and the machine resuming it must have
+    // the same devices. The caller's file server answers (src/internal/fileServer.ts).
+    filesystem: {
+      handle9p: (request, reply) => {
+        const id = nextFileRequest++
+        fileReplies.set(id, reply)
+        // v86 made `request` for this call alone: hand its buffer over, no copy.
+        port.postMessage({ _tag: "files", id, bytes: request }, [request.buffer])
+      }
+    }
   }
   // The root disk is needed after a restore too: the kernel reads it lazily.
   if (config.rootfs !== undefined) options.hda = { buffer: arrayBufferOf(config.rootfs) }
@@ -150,6 +166,12 @@ port.on("message", (message) => {
         pendingInput.push(message.bytes)
         pumpInput()
         break
+      case "files-reply": {
+        const reply = fileReplies.get(message.id)
+        fileReplies.delete(message.id)
+        reply?.(message.bytes)
+        break
+      }
       case "save":
         emulator.save_state().then(
           (state) => port.postMessage({ _tag: "saved", id: message.id, state }, [state]),
@@ -158,6 +180,13 @@ port.on("message", (message) => {
         break
       case "stop":
         void stop()
+        break
+      case "crash":
+        // Outside this try: an uncaught error, as a crash inside v86 would be.
+        setImmediate(() => {
+          if (message.how === "exit") process.exit(70)
+          throw new Error("v86box test hook: a simulated emulator crash")
+        })
         break
     }
   } catch (error) {
