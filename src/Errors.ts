@@ -92,6 +92,24 @@ export class MachineError extends Schema.TaggedError<MachineError>()("MachineErr
 }
 
 /**
+ * A snapshot could not be taken, read or resumed: the file is missing or is not a
+ * snapshot, it was made by another image, v86 or protocol version, or the machine would
+ * not resume from it. Unlike warm start, which falls back to a cold boot, a snapshot the
+ * caller asked for either works or fails with this.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class SnapshotError extends Schema.TaggedError<SnapshotError>()("SnapshotError", {
+  reason: Schema.String,
+  path: Schema.optional(Schema.String)
+}) {
+  override get message(): string {
+    return this.path === undefined ? `snapshot: ${this.reason}` : `snapshot ${this.path}: ${this.reason}`
+  }
+}
+
+/**
  * Options given to a layer or a command did not decode. Lists every bad field.
  *
  * @since 0.1.0
@@ -118,6 +136,7 @@ export type V86BoxError =
   | AssetError
   | MachineError
   | InvalidOptions
+  | SnapshotError
 
 const truncate = (text: string, max: number): string =>
   text.length <= max ? text : `${text.slice(0, max)}…`

@@ -12,6 +12,7 @@ import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
 import { AssetSources, type DownloadProgress } from "./Assets.ts"
 import { InvalidOptions } from "./Errors.ts"
+import { SnapshotSource } from "./Snapshot.ts"
 
 /**
  * Anything `effect/Duration` accepts: `"1 second"`, `500` (milliseconds), a `Duration`…
@@ -47,7 +48,8 @@ export const V86BoxOptionsSchema = Schema.Struct({
   assetsDir: Schema.optional(Schema.String.pipe(Schema.minLength(1))),
   assets: Schema.optional(AssetSources),
   warmStart: Schema.optional(Schema.Boolean),
-  stateFile: Schema.optional(Schema.String.pipe(Schema.minLength(1)))
+  stateFile: Schema.optional(Schema.String.pipe(Schema.minLength(1))),
+  fromSnapshot: Schema.optional(SnapshotSource)
 })
 
 /**
@@ -79,6 +81,13 @@ export interface V86BoxOptions {
   readonly warmStart?: boolean | undefined
   /** Where the booted state is kept. Default: `assetsDir/states/<key>.v86state`. */
   readonly stateFile?: string | undefined
+  /**
+   * Start from a snapshot (`box.snapshot()`, or the path it was written to) instead of
+   * booting: a fork of the sandbox it was taken from, with its own clock, entropy and
+   * hostname. Guest RAM is the snapshot's. A snapshot that cannot resume fails with
+   * `SnapshotError` (no fallback). `warmStart` and `stateFile` play no part.
+   */
+  readonly fromSnapshot?: SnapshotSource | undefined
 }
 
 /**
@@ -147,6 +156,7 @@ export interface DecodedBoxOptions {
   readonly onProgress: ((progress: DownloadProgress) => void) | undefined
   readonly warmStart: boolean
   readonly stateFile: string | undefined
+  readonly fromSnapshot: SnapshotSource | undefined
 }
 
 /** @internal */
@@ -190,7 +200,8 @@ export const decodeBoxOptions = (options: V86BoxOptions | undefined): Effect.Eff
       assets: decoded.assets,
       onProgress,
       warmStart: decoded.warmStart ?? true,
-      stateFile: decoded.stateFile
+      stateFile: decoded.stateFile,
+      fromSnapshot: decoded.fromSnapshot
     }
   })
 }

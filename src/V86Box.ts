@@ -8,12 +8,21 @@ import * as Context from "effect/Context"
 import type * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import type * as Scope from "effect/Scope"
-import type { AssetError, BootTimeout, CommandTimeout, InvalidOptions, MachineError, OutputLimitExceeded } from "./Errors.ts"
+import type {
+  AssetError,
+  BootTimeout,
+  CommandTimeout,
+  InvalidOptions,
+  MachineError,
+  OutputLimitExceeded,
+  SnapshotError
+} from "./Errors.ts"
 import * as internal from "./internal/box.ts"
 import * as promiseApi from "./internal/promiseApi.ts"
 import type { PromiseBox } from "./internal/promiseApi.ts"
 import type { ExecOptions, V86BoxOptions } from "./Options.ts"
 import type { ExecResult, Process } from "./Process.ts"
+import type { Snapshot } from "./Snapshot.ts"
 
 export type { PromiseBox, PromiseExecOptions } from "./internal/promiseApi.ts"
 
@@ -49,7 +58,9 @@ export class V86Box extends Context.Tag("v86box/V86Box")<V86Box, V86Box.Service>
    * @since 0.1.0
    * @category layers
    */
-  static layer(options?: V86BoxOptions): Layer.Layer<V86Box, BootTimeout | AssetError | MachineError | InvalidOptions> {
+  static layer(
+    options?: V86BoxOptions
+  ): Layer.Layer<V86Box, BootTimeout | AssetError | MachineError | InvalidOptions | SnapshotError> {
     return Layer.scoped(V86Box, internal.make(options))
   }
 
@@ -95,6 +106,12 @@ export declare namespace V86Box {
       options?: ExecOptions
     ) => Effect.Effect<Process, MachineError | InvalidOptions, Scope.Scope>
     readonly status: Effect.Effect<Status>
+    /**
+     * Saves the whole sandbox (memory, running kernel, files written in it) between
+     * commands; with a `path`, also writes it there atomically. `V86Box.layer({
+     * fromSnapshot })` starts forks from it. Fails with `SnapshotError` while commands run.
+     */
+    readonly snapshot: (path?: string) => Effect.Effect<Snapshot, SnapshotError | MachineError | InvalidOptions>
     /**
      * The guest's filesystem as an `@effect/platform` `FileSystem` (operations run as
      * root; see `GuestFileSystem.make` for another user).

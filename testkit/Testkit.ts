@@ -12,7 +12,7 @@ import { existsSync } from "node:fs"
 import { mkdir, readFile, rename, writeFile } from "node:fs/promises"
 import { dirname } from "node:path"
 import * as Assets from "../src/Assets.ts"
-import type { AssetError, BootTimeout, InvalidOptions, MachineError } from "../src/Errors.ts"
+import type { AssetError, BootTimeout, InvalidOptions, MachineError, SnapshotError } from "../src/Errors.ts"
 import * as Box from "../src/internal/box.ts"
 import { PROTOCOL_VERSION } from "../src/internal/protocol.ts"
 import * as V86Machine from "../src/internal/v86Machine.ts"
@@ -76,7 +76,7 @@ export interface RecordOptions {
  */
 export type TestkitError = TranscriptError | StaleTranscript | TranscriptMissing
 
-type LayerError = TestkitError | BootTimeout | AssetError | MachineError | InvalidOptions
+type LayerError = TestkitError | BootTimeout | AssetError | MachineError | InvalidOptions | SnapshotError
 
 /**
  * Reads a transcript file.

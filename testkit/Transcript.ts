@@ -48,8 +48,12 @@ export const Header = Schema.Struct({
   v86box: Schema.Literal("transcript"),
   format: Schema.Literal(FORMAT_VERSION),
   fingerprint: Fingerprint,
-  /** The time and entropy the host gave the guest at boot; replay gives the same. */
-  guestInit: Schema.Struct({ timeMillis: Schema.Number, entropyHex: Schema.String }),
+  /** The time, entropy and hostname the host gave the guest at boot; replay gives the same. */
+  guestInit: Schema.Struct({
+    timeMillis: Schema.Number,
+    entropyHex: Schema.String,
+    hostname: Schema.optionalWith(Schema.String, { exact: true })
+  }),
   /** ISO date of the recording, for humans. */
   recordedAt: Schema.String
 })

@@ -5,6 +5,7 @@
 import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as ExecutionStrategy from "effect/ExecutionStrategy"
 import * as Exit from "effect/Exit"
 import * as Mailbox from "effect/Mailbox"
@@ -14,7 +15,15 @@ import * as Sink from "effect/Sink"
 import * as Stream from "effect/Stream"
 import { createHash, randomBytes } from "node:crypto"
 import * as Assets from "../Assets.ts"
-import { type AssetError, BootTimeout, CommandTimeout, InvalidOptions, MachineError, OutputLimitExceeded } from "../Errors.ts"
+import {
+  type AssetError,
+  BootTimeout,
+  CommandTimeout,
+  InvalidOptions,
+  MachineError,
+  OutputLimitExceeded,
+  SnapshotError
+} from "../Errors.ts"
 import {
   decodeBoxOptions,
   decodeExecOptions,
@@ -24,10 +33,12 @@ import {
   type V86BoxOptions
 } from "../Options.ts"
 import { type ExecResult, type ExitStatus, type Process, signalName, signalNumbers } from "../Process.ts"
+import type { Snapshot, SnapshotSource } from "../Snapshot.ts"
 import type { Status, V86Box } from "../V86Box.ts"
 import { AgentClient, type Channel } from "./agentClient.ts"
 import * as guestFileSystem from "./guestFileSystem.ts"
 import type { Machine } from "./machine.ts"
+import * as StateFile from "./stateFile.ts"
 import * as V86Machine from "./v86Machine.ts"
 import * as WarmStart from "./warmStart.ts"
 
@@ -50,7 +61,7 @@ export interface BootHooks {
 export const make = (
   options: V86BoxOptions | undefined,
   hooks: BootHooks = {}
-): Effect.Effect<V86Box.Service, BootTimeout | AssetError | MachineError | InvalidOptions, Scope.Scope> =>
+): Effect.Effect<V86Box.Service, BootTimeout | AssetError | MachineError | InvalidOptions | SnapshotError, Scope.Scope> =>
   Effect.gen(function*() {
     const decoded = yield* decodeBoxOptions(options)
     const startedAt = yield* Clock.currentTimeMillis
@@ -61,7 +72,13 @@ export const make = (
         assetsDir: decoded.assetsDir,
         onProgress: decoded.onProgress
       })
-      const memoryMB = decoded.memoryMB ?? assets.memoryMB
+      if (decoded.fromSnapshot !== undefined && hooks.wrapMachine !== undefined) {
+        return yield* Effect.fail(new InvalidOptions({ issues: ["fromSnapshot: a recording boots cold; a fork cannot be recorded"] }))
+      }
+      const snapshot = decoded.fromSnapshot === undefined
+        ? undefined
+        : yield* loadSnapshot(decoded.fromSnapshot, assets.fingerprint, decoded.memoryMB)
+      const memoryMB = snapshot?.origin.memoryMB ?? decoded.memoryMB ?? assets.memoryMB
       if (memoryMB < assets.memoryMB) {
         return yield* Effect.fail(
           new InvalidOptions({ issues: [`memoryMB: this image needs at least ${assets.memoryMB} MiB, got ${memoryMB}`] })
@@ -80,13 +97,21 @@ export const make = (
         onKernelLog: hooks.onKernelLog
       }
       const guestInit = hooks.guestInit ?? (yield* freshGuestInit)
+      const origin = StateFile.currentOrigin(assets.fingerprint, memoryMB)
+      if (snapshot !== undefined) {
+        return yield* resumeFrom(config, snapshot.saved, decoded, startedAt, guestInit, origin).pipe(
+          Effect.mapError((error) =>
+            new SnapshotError({ reason: `the machine did not resume from it: ${error.message}`, path: snapshot.path })
+          )
+        )
+      }
       // A recording must show the whole boot, so the testkit always boots cold.
       const statePath = decoded.warmStart && hooks.wrapMachine === undefined
         ? decoded.stateFile ?? WarmStart.defaultStatePath({ imageFingerprint: assets.fingerprint, memoryMB }, decoded.assetsDir)
         : undefined
 
       if (statePath !== undefined) {
-        const resumed = yield* resume(config, statePath, decoded, startedAt, guestInit)
+        const resumed = yield* resume(config, statePath, decoded, startedAt, guestInit, origin)
         if (Option.isSome(resumed)) return resumed.value
       }
       const live = yield* V86Machine.make(config)
@@ -96,11 +121,12 @@ export const make = (
       if (statePath !== undefined) {
         // Load the common programs into the guest's page cache first: a resumed sandbox
         // then answers its first command without reading them from the root disk.
-        yield* makeService(client, decoded, { agentVersion: agent.agent, bootMillis: 0 }).exec(warmUpCommand).pipe(Effect.ignore)
+        yield* makeService(client, decoded, { agentVersion: agent.agent, bootMillis: 0 }, snapshotOf(client, agent.agent, undefined))
+          .exec(warmUpCommand).pipe(Effect.ignore)
         // Saved before INIT: every sandbox resumed from it gets its own time and entropy.
-        yield* saveState(live, statePath, agent.agent)
+        yield* saveState(live, statePath, agent.agent, origin)
       }
-      return yield* serve(client, decoded, startedAt, guestInit, agent.agent)
+      return yield* serve(client, decoded, startedAt, guestInit, agent.agent, origin)
     })
     return yield* booting.pipe(
       Effect.timeoutFail({
@@ -131,23 +157,15 @@ const resume = (
   path: string,
   options: DecodedBoxOptions,
   startedAt: number,
-  guestInit: GuestInit
+  guestInit: GuestInit,
+  origin: StateFile.StateOrigin
 ): Effect.Effect<Option.Option<V86Box.Service>, never, Scope.Scope> =>
   Effect.gen(function*() {
     const saved = yield* WarmStart.read(path)
     if (Option.isNone(saved)) return Option.none()
     const attempt = yield* Scope.fork(yield* Effect.scope, ExecutionStrategy.sequential)
     const resumed = yield* Effect.exit(
-      Effect.gen(function*() {
-        const machine = yield* V86Machine.make({ ...config, initialState: saved.value.state })
-        const client = yield* AgentClient.make(machine, { resumed: true })
-        return yield* serve(client, options, startedAt, guestInit, saved.value.agent).pipe(
-          Effect.timeoutFail({
-            duration: resumeTimeout,
-            onTimeout: () => new MachineError({ reason: "the resumed agent did not answer", consoleTail: "" })
-          })
-        )
-      }).pipe(Scope.extend(attempt))
+      resumeFrom(config, saved.value, options, startedAt, guestInit, origin).pipe(Scope.extend(attempt))
     )
     if (Exit.isSuccess(resumed)) return Option.some(resumed.value)
     yield* Scope.close(attempt, resumed)
@@ -156,9 +174,81 @@ const resume = (
     return Option.none()
   })
 
-const saveState = (machine: Machine, path: string, agent: string) =>
+/**
+ * A machine resumed from a saved state (warm start or a snapshot): no READY comes, the
+ * answer to INIT (fresh time, entropy, hostname) proves the agent is there.
+ */
+const resumeFrom = (
+  config: V86Machine.V86MachineConfig,
+  saved: StateFile.SavedState,
+  options: DecodedBoxOptions,
+  startedAt: number,
+  guestInit: GuestInit,
+  origin: StateFile.StateOrigin
+): Effect.Effect<V86Box.Service, MachineError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const machine = yield* V86Machine.make({ ...config, initialState: saved.state })
+    const client = yield* AgentClient.make(machine, { resumed: true })
+    return yield* serve(client, options, startedAt, guestInit, saved.agent, origin).pipe(
+      Effect.timeoutFail({
+        duration: resumeTimeout,
+        onTimeout: () => new MachineError({ reason: "the resumed agent did not answer", consoleTail: "" })
+      })
+    )
+  })
+
+/**
+ * The snapshot `fromSnapshot` names, checked against the image and RAM it must run with:
+ * a snapshot that cannot resume is an error here, before any emulator starts.
+ */
+const loadSnapshot = (source: SnapshotSource, imageFingerprint: string, memoryMB: number | undefined) =>
+  Effect.gen(function*() {
+    const path = typeof source === "string" ? source : source.path
+    const bytes = typeof source === "string"
+      ? yield* StateFile.readBytes(source).pipe(Effect.mapError((reason) => new SnapshotError({ reason, path })))
+      : source.bytes
+    const saved = yield* Either.match(StateFile.decode(bytes), {
+      onLeft: (reason) => Effect.fail(new SnapshotError({ reason, path })),
+      onRight: Effect.succeed
+    })
+    const origin = saved.origin
+    if (origin === undefined) {
+      return yield* Effect.fail(new SnapshotError({ reason: "it is a warm-start state, not a snapshot", path }))
+    }
+    const problem = StateFile.mismatch(origin, StateFile.currentOrigin(imageFingerprint, memoryMB ?? origin.memoryMB))
+    if (problem !== undefined) return yield* Effect.fail(new SnapshotError({ reason: problem, path }))
+    return { saved, origin, path }
+  })
+
+/**
+ * `box.snapshot`: the machine's state as a state file's bytes, written atomically to
+ * `path` if given. Taken between commands: a fork must not inherit half a conversation.
+ */
+const snapshotOf = (client: AgentClient, agent: string, origin: StateFile.StateOrigin | undefined) =>
+(path?: string): Effect.Effect<Snapshot, SnapshotError | MachineError | InvalidOptions> =>
+  Effect.gen(function*() {
+    if (path !== undefined && (typeof path !== "string" || path.length === 0)) {
+      return yield* Effect.fail(new InvalidOptions({ issues: ["path: must be a non-empty string"] }))
+    }
+    if (origin === undefined) return yield* Effect.fail(new SnapshotError({ reason: "a replayed sandbox has no machine to save", path }))
+    if (client.pending > 0) {
+      return yield* Effect.fail(
+        new SnapshotError({ reason: `${client.pending} command(s) still running; a snapshot is taken between commands`, path })
+      )
+    }
+    const state = yield* client.machine.saveState
+    const bytes = StateFile.encode({ agent, origin, state })
+    if (path !== undefined) {
+      yield* StateFile.write(path, bytes).pipe(
+        Effect.mapError((error) => new SnapshotError({ reason: `cannot write it: ${error.message}`, path }))
+      )
+    }
+    return { _tag: "Snapshot", bytes, path } as const
+  })
+
+const saveState = (machine: Machine, path: string, agent: string, origin: StateFile.StateOrigin) =>
   machine.saveState.pipe(
-    Effect.flatMap((state) => WarmStart.write(path, { agent, state })),
+    Effect.flatMap((state) => WarmStart.write(path, { agent, origin, state })),
     Effect.catchAll((error) => Effect.logWarning(`v86box: could not save the booted state to ${path}: ${error.message}`))
   )
 
@@ -168,27 +258,31 @@ const serve = (
   options: DecodedBoxOptions,
   startedAt: number,
   guestInit: GuestInit,
-  agentVersion: string
+  agentVersion: string,
+  origin: StateFile.StateOrigin | undefined
 ) =>
   Effect.gen(function*() {
     yield* client.init(guestInit)
     const bootMillis = (yield* Clock.currentTimeMillis) - startedAt
-    return makeService(client, options, { agentVersion, bootMillis })
+    return makeService(client, options, { agentVersion, bootMillis }, snapshotOf(client, agentVersion, origin))
   })
 
 /**
- * What the host tells a fresh guest: the time and new entropy, so guests booted or
- * restored alike never share random numbers. The testkit records and replays these.
+ * What the host tells a fresh guest: the time, new entropy and its own hostname, so
+ * guests booted, resumed or forked alike never share random numbers or names. The
+ * testkit records and replays these (older transcripts have no hostname).
  */
 export interface GuestInit {
   readonly timeMillis: number
   readonly entropyHex: string
+  readonly hostname?: string
 }
 
 /** Wall-clock time on purpose, not Effect's Clock: under a TestClock the guest would live in 1970. */
 export const freshGuestInit: Effect.Effect<GuestInit> = Effect.sync(() => ({
   timeMillis: Date.now(),
-  entropyHex: randomBytes(32).toString("hex")
+  entropyHex: randomBytes(32).toString("hex"),
+  hostname: `v86box-${randomBytes(4).toString("hex")}`
 }))
 
 /**
@@ -204,13 +298,14 @@ export const connect = (
   Effect.gen(function*() {
     const client = yield* AgentClient.make(machine)
     const agent = yield* client.ready
-    return yield* serve(client, options, startedAt, guestInit, agent.agent)
+    return yield* serve(client, options, startedAt, guestInit, agent.agent, undefined)
   })
 
 const makeService = (
   client: AgentClient,
   defaults: DecodedBoxOptions,
-  info: { readonly agentVersion: string; readonly bootMillis: number }
+  info: { readonly agentVersion: string; readonly bootMillis: number },
+  snapshot: V86Box.Service["snapshot"]
 ): V86Box.Service => {
   const start = (command: string, options?: ExecOptions) =>
     Effect.flatMap(decodeExecOptions(command, options), (decoded) =>
@@ -253,7 +348,7 @@ const makeService = (
     agentVersion: info.agentVersion,
     bootMillis: info.bootMillis
   }))
-  return { exec, start, status, fs: guestFileSystem.make({ exec, start }) }
+  return { exec, start, status, snapshot, fs: guestFileSystem.make({ exec, start }) }
 }
 
 const startProcess = (

@@ -11,6 +11,7 @@ import * as Layer from "effect/Layer"
 import * as Scope from "effect/Scope"
 import type { ExecOptions } from "../Options.ts"
 import type { ExecResult } from "../Process.ts"
+import type { Snapshot } from "../Snapshot.ts"
 import type { Status, V86Box } from "../V86Box.ts"
 
 /**
@@ -25,6 +26,8 @@ export interface PromiseExecOptions extends ExecOptions {
 export interface PromiseBox extends AsyncDisposable {
   readonly exec: (command: string, options?: PromiseExecOptions) => Promise<ExecResult>
   readonly status: () => Promise<Status>
+  /** Saves the sandbox between commands (to `path` too, if given); `V86Box.open({ fromSnapshot })` forks it. */
+  readonly snapshot: (path?: string) => Promise<Snapshot>
   /** Shuts the VM down. Safe to call more than once. */
   readonly close: () => Promise<void>
 }
@@ -54,6 +57,7 @@ export const open = async (
       return run(service.exec(command, execOptions), signal)
     },
     status: () => run(service.status),
+    snapshot: (path) => run(service.snapshot(path)),
     close,
     [Symbol.asyncDispose]: close
   }

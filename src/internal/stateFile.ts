@@ -1,0 +1,109 @@
+/**
+ * The state file: a saved machine that a new emulator resumes from. Warm start keeps one
+ * per image; `box.snapshot()` makes one of a running sandbox.
+ *
+ * Format: a header line (magic), one JSON line saying what the state was made from, then
+ * the raw v86 state. The JSON line lets a reader refuse a state that cannot fit: another
+ * image, guest RAM size, v86 version (a state only fits its own emulator) or protocol.
+ */
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises"
+import { dirname } from "node:path"
+import { PROTOCOL_VERSION } from "./protocol.ts"
+import { v86Version } from "./v86Machine.ts"
+
+const MAGIC = "v86box-state 1\n"
+
+/** What a state was made from: a state resumes only where all of it is the same. */
+export interface StateOrigin {
+  readonly imageFingerprint: string
+  readonly memoryMB: number
+  readonly v86Version: string
+  readonly protocolVersion: number
+}
+
+export interface SavedState {
+  /** The agent version announced when the state was saved. */
+  readonly agent: string
+  /** Missing in files written before origins were recorded (warm start only needs `agent`). */
+  readonly origin: StateOrigin | undefined
+  /** The raw v86 state. */
+  readonly state: Uint8Array
+}
+
+/** The origin of a state this process saves now. */
+export const currentOrigin = (imageFingerprint: string, memoryMB: number): StateOrigin => ({
+  imageFingerprint,
+  memoryMB,
+  v86Version,
+  protocolVersion: PROTOCOL_VERSION
+})
+
+export const encode = (saved: SavedState): Uint8Array => {
+  const meta = { agent: saved.agent, ...saved.origin }
+  return Buffer.concat([Buffer.from(`${MAGIC}${JSON.stringify(meta)}\n`), saved.state])
+}
+
+/** The state in `bytes`, or why they are not one. The state is a view, not a copy. */
+export const decode = (bytes: Uint8Array): Either.Either<SavedState, string> => {
+  const buffer = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+  if (buffer.subarray(0, MAGIC.length).toString("latin1") !== MAGIC) return Either.left("not a v86box state file")
+  const endOfMeta = buffer.indexOf(0x0a, MAGIC.length)
+  if (endOfMeta === -1) return Either.left("the state file is truncated")
+  let meta: Record<string, unknown>
+  try {
+    meta = JSON.parse(buffer.subarray(MAGIC.length, endOfMeta).toString("utf8"))
+  } catch {
+    return Either.left("the state file's header is not JSON")
+  }
+  if (typeof meta.agent !== "string") return Either.left("the state file's header names no agent")
+  const origin = typeof meta.imageFingerprint === "string" && typeof meta.memoryMB === "number" &&
+      typeof meta.v86Version === "string" && typeof meta.protocolVersion === "number"
+    ? {
+      imageFingerprint: meta.imageFingerprint,
+      memoryMB: meta.memoryMB,
+      v86Version: meta.v86Version,
+      protocolVersion: meta.protocolVersion
+    }
+    : undefined
+  return Either.right({ agent: meta.agent, origin, state: bytes.subarray(endOfMeta + 1) })
+}
+
+/** Why a state of `origin` cannot resume in a machine of `expected`, if it cannot. */
+export const mismatch = (origin: StateOrigin, expected: StateOrigin): string | undefined => {
+  if (origin.v86Version !== expected.v86Version) {
+    return `it was made by v86 ${origin.v86Version}, this is v86 ${expected.v86Version}`
+  }
+  if (origin.protocolVersion !== expected.protocolVersion) {
+    return `its agent speaks protocol ${origin.protocolVersion}, this SDK speaks ${expected.protocolVersion}`
+  }
+  if (origin.imageFingerprint !== expected.imageFingerprint) return "it was made from another guest image"
+  if (origin.memoryMB !== expected.memoryMB) {
+    return `it has ${origin.memoryMB} MiB of guest RAM, ${expected.memoryMB} MiB were asked for`
+  }
+  return undefined
+}
+
+/** The file's bytes; fails with the reason (missing, unreadable). */
+export const readBytes = (path: string): Effect.Effect<Uint8Array, string> =>
+  Effect.tryPromise({
+    try: () => readFile(path),
+    catch: (error) => (error as NodeJS.ErrnoException).code === "ENOENT" ? "no such file" : `cannot read it: ${String(error)}`
+  })
+
+/** Writes atomically (a temporary file, then a rename): readers never see half a state. */
+export const write = (path: string, bytes: Uint8Array): Effect.Effect<void, Error> =>
+  Effect.tryPromise({
+    try: async () => {
+      await mkdir(dirname(path), { recursive: true })
+      const temporary = `${path}.${process.pid}.${Date.now()}.partial`
+      try {
+        await writeFile(temporary, bytes)
+        await rename(temporary, path)
+      } finally {
+        await rm(temporary, { force: true })
+      }
+    },
+    catch: (error) => error as Error
+  })
