@@ -7,7 +7,7 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Mailbox from "effect/Mailbox"
 import type * as Scope from "effect/Scope"
-import { MachineError } from "../Errors.ts"
+import { InvalidOptions, MachineError } from "../Errors.ts"
 import type { Machine } from "./machine.ts"
 import {
   decodeExit,
@@ -20,6 +20,7 @@ import {
   frameTypeName,
   FrameType,
   type Frame,
+  MAX_PAYLOAD_BYTES,
   PROTOCOL_VERSION,
   type ProtocolError,
   STDIN_WINDOW
@@ -256,8 +257,11 @@ export class AgentClient {
     )
   }
 
-  /** Starts a command; its output and exit arrive on the returned channel. */
-  open(request: ChannelRequest): Effect.Effect<Channel, MachineError> {
+  /**
+   * Starts a command; its output and exit arrive on the returned channel. A command that
+   * does not fit in one EXEC frame is bad input, refused before anything is sent.
+   */
+  open(request: ChannelRequest): Effect.Effect<Channel, MachineError | InvalidOptions> {
     return Effect.gen(this, function*() {
       if (this.failure !== undefined) return yield* Effect.fail(this.failure)
       const payload = yield* Effect.try({
@@ -265,6 +269,15 @@ export class AgentClient {
         catch: (error) =>
           new MachineError({ reason: `cannot send the command: ${(error as Error).message}`, consoleTail: "" })
       })
+      if (payload.length > MAX_PAYLOAD_BYTES) {
+        return yield* Effect.fail(
+          new InvalidOptions({
+            issues: [
+              `command: the command, its cwd and environment take ${payload.length} bytes (UTF-8); at most ${MAX_PAYLOAD_BYTES} fit in one request. Write a longer script to a file (box.fs) or pass it on stdin.`
+            ]
+          })
+        )
+      }
       const channel = new Channel(this.nextChannelId++, this, {
         stdout: yield* Mailbox.make<Uint8Array, MachineError>(),
         stderr: yield* Mailbox.make<Uint8Array, MachineError>(),

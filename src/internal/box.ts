@@ -355,7 +355,7 @@ const startProcess = (
   client: AgentClient,
   command: string,
   options: DecodedExecOptions
-): Effect.Effect<Process, MachineError, Scope.Scope> =>
+): Effect.Effect<Process, MachineError | InvalidOptions, Scope.Scope> =>
   Effect.gen(function*() {
     const channel = yield* Effect.acquireRelease(
       client.open({

@@ -1,0 +1,55 @@
+/**
+ * A guest that misbehaves without dying: a fork bomb is contained and a command that
+ * wants more memory than the guest has is OOM-killed, while the agent (and so the
+ * sandbox) keeps serving commands. Faults that do kill the machine are in
+ * machineFaults.live.test.ts.
+ */
+import { expect, layer } from "@effect/vitest"
+import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
+import { V86Box } from "../../src/index.ts"
+import { agentRssKb, guestProcessCount, report, settledProcessCount } from "./support.ts"
+
+const forkBomb = ":(){ :|:& };:; sleep 100"
+
+layer(V86Box.layer(), { timeout: "120 seconds", excludeTestServices: true })("guest faults the sandbox survives", (it) => {
+  for (const user of ["root", "user"] as const) {
+    it.effect(`a fork bomb as ${user} is contained: other commands run meanwhile, and it ends with its timeout`, () =>
+      Effect.gen(function*() {
+        const box = yield* V86Box
+        const baseline = yield* guestProcessCount(box)
+        const bomb = yield* Effect.fork(box.exec(forkBomb, { user, timeout: "15 seconds" }))
+        // Let it fill the process table, then ask for something else.
+        yield* Effect.sleep("5 seconds")
+        const meanwhile = yield* Effect.either(guestProcessCount(box))
+        const bombError = yield* Effect.flip(Fiber.join(bomb))
+        const count = yield* settledProcessCount(box, baseline)
+        report(`fork bomb (${user})`, {
+          processesDuringBomb: meanwhile._tag === "Right" ? meanwhile.right : meanwhile.left.message,
+          ended: bombError._tag,
+          processesAfter: count,
+          baseline
+        })
+        expect(bombError._tag).toBe("CommandTimeout")
+        // The count ran while the bomb had the guest's process table full of copies.
+        expect(meanwhile._tag === "Right" ? meanwhile.right : meanwhile.left._tag).toBeGreaterThan(baseline + 10)
+        expect(count).toBe(baseline)
+        expect((yield* box.exec("echo next")).stdout).toBe("next\n")
+      }), 180_000)
+  }
+
+  it.effect("a command that allocates more than guest RAM is OOM-killed; the agent survives", () =>
+    Effect.gen(function*() {
+      const box = yield* V86Box
+      const agentBefore = yield* agentRssKb(box)
+      // Doubles a bash string until the kernel has no memory left for it.
+      const hog = yield* box.exec("x=a; while :; do x=$x$x; done", { timeout: "120 seconds" })
+      const log = yield* box.exec("dmesg | grep -c 'Out of memory: Killed process'")
+      const agentAfter = yield* agentRssKb(box)
+      report("out of memory", { hog: { exitCode: hog.exitCode, signal: hog.signal }, agentRssKb: [agentBefore, agentAfter] })
+      expect(hog).toMatchObject({ exitCode: 137, signal: "SIGKILL" })
+      expect(Number(log.stdout.trim())).toBeGreaterThan(0)
+      expect((yield* box.exec("echo next")).stdout).toBe("next\n")
+      expect((yield* box.status).ready).toBe(true)
+    }), 180_000)
+})
