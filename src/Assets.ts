@@ -200,6 +200,19 @@ export const verifyBundled: Effect.Effect<ReadonlyArray<VerifiedFile>, AssetErro
   internal.verifyBundled()
 
 /**
+ * Checks every download in `${assetsDir}/cache/` (default `~/.v86box`) against the
+ * sha256 it is named by, and returns them (none if there is no cache yet). A damaged
+ * file fails with an `AssetError`; {@link resolve} would download it again.
+ *
+ * @since 0.1.0
+ * @category verification
+ */
+export const verifyCache: (
+  assetsDir?: string
+) => Effect.Effect<ReadonlyArray<VerifiedFile>, AssetError, FileSystem.FileSystem | Path.Path> = (assetsDir) =>
+  internal.verifyCache(assetsDir)
+
+/**
  * Where a downloaded asset is kept: `${assetsDir}/cache/<sha256>`. `downloaded` is false
  * when the cache already held the verified file.
  *

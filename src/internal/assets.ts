@@ -343,6 +343,37 @@ export const cacheRemote = (
     return { bytes, sha256: expected, path: cachePath, downloaded: true }
   })
 
+/**
+ * Checks every download in `${assetsDir}/cache/` against the sha256 it is named by. A
+ * damaged file would be fetched again on its next use; verifying reports it instead.
+ */
+export const verifyCache = (assetsDir: string = defaultAssetsDir()) =>
+  Effect.gen(function*() {
+    const fs = yield* FileSystem.FileSystem
+    const path = yield* Path.Path
+    const cacheDir = path.join(path.resolve(assetsDir), "cache")
+    const cacheError = (error: PlatformError) =>
+      new AssetError({ asset: "cache", reason: `cannot read the cache dir "${cacheDir}": ${platformReason(error)}` })
+    if (!(yield* fs.exists(cacheDir).pipe(Effect.mapError(cacheError)))) return []
+    const names = (yield* fs.readDirectory(cacheDir).pipe(Effect.mapError(cacheError)))
+      .filter((name) => sha256Pattern.test(name))
+      .sort()
+    const verified: Array<Assets.VerifiedFile> = []
+    for (const name of names) {
+      const filePath = path.join(cacheDir, name)
+      const loaded = yield* readHashed("cache", filePath)
+      if (loaded.sha256 !== name.toLowerCase()) {
+        return yield* new AssetError({
+          asset: "cache",
+          reason: `cached file "${filePath}" is corrupt: its sha256 is ${loaded.sha256} (it will be downloaded again ` +
+            `when next used)`
+        })
+      }
+      verified.push({ asset: "cache", path: filePath, size: loaded.bytes.length, sha256: loaded.sha256 })
+    }
+    return verified
+  })
+
 const loadRemote = (...args: Parameters<typeof cacheRemote>) =>
   Effect.map(cacheRemote(...args), ({ bytes, sha256 }): LoadedFile => ({ bytes, sha256 }))
 
