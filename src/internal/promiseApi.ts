@@ -33,24 +33,34 @@ export interface PromiseBox extends AsyncDisposable {
 }
 
 /** Runs an effect; a failure rejects with its error itself (a tagged error), not a wrapper. */
-const run = async <A, E>(effect: Effect.Effect<A, E>, signal?: AbortSignal): Promise<A> => {
+export const run = async <A, E>(effect: Effect.Effect<A, E>, signal?: AbortSignal): Promise<A> => {
   const exit = await Effect.runPromiseExit(effect, signal === undefined ? undefined : { signal })
   if (Exit.isSuccess(exit)) return exit.value
   throw Cause.squash(exit.cause)
+}
+
+/**
+ * Builds a layer for code outside Effect: its service, and `close` (idempotent) to
+ * release it. A build that fails releases what it had started, then rejects.
+ */
+export const buildService = async <I, S>(
+  tag: Context.Tag<I, S>,
+  layer: Layer.Layer<I, unknown>
+): Promise<{ readonly service: S; readonly close: () => Promise<void> }> => {
+  const scope = Effect.runSync(Scope.make())
+  const context = await run(Layer.buildWithScope(layer, scope)).catch(async (error: unknown) => {
+    await Effect.runPromise(Scope.close(scope, Exit.void))
+    throw error
+  })
+  let closed: Promise<void> | undefined
+  return { service: Context.get(context, tag), close: () => (closed ??= Effect.runPromise(Scope.close(scope, Exit.void))) }
 }
 
 export const open = async (
   tag: Context.Tag<V86Box, V86Box.Service>,
   layer: Layer.Layer<V86Box, unknown>
 ): Promise<PromiseBox> => {
-  const scope = Effect.runSync(Scope.make())
-  const context = await run(Layer.buildWithScope(layer, scope)).catch(async (error: unknown) => {
-    await Effect.runPromise(Scope.close(scope, Exit.void))
-    throw error
-  })
-  const service = Context.get(context, tag)
-  let closed: Promise<void> | undefined
-  const close = () => (closed ??= Effect.runPromise(Scope.close(scope, Exit.void)))
+  const { service, close } = await buildService(tag, layer)
   return {
     exec: (command, options) => {
       const { signal, ...execOptions } = options ?? {}
