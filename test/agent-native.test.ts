@@ -3,7 +3,7 @@
  * `--stdio`: the same frames the SDK sends over the virtio console, without a VM.
  */
 import { execFileSync, spawn, type ChildProcessWithoutNullStreams } from "node:child_process"
-import { existsSync, readFileSync } from "node:fs"
+import { existsSync, readdirSync, readFileSync } from "node:fs"
 import { fileURLToPath } from "node:url"
 import { afterEach, beforeAll, describe, expect, it } from "vitest"
 import {
@@ -190,7 +190,7 @@ describe("agent startup", () => {
     const first = agent.frames[0]!
     expect(first.type).toBe(FrameType.READY)
     expect(first.channel).toBe(0)
-    expect(decodePairs(first.payload)).toEqual([["protocol", "1"], ["agent", "0.1.0"]])
+    expect(decodePairs(first.payload)).toEqual([["protocol", "1"], ["agent", "0.2.0"]])
   })
 
   it("answers PING with the same payload", async () => {
@@ -236,10 +236,11 @@ describe.skipIf(!canRunAsPid1)("the agent as PID 1", () => {
     const spawned = await agent.run(1, [["cmd", "(sleep 0.1 &); (setsid sleep 0.2 &); echo $PPID"]])
     expect(text(spawned.stdout)).toBe("2\n")
     await sleep(500)
-    // Everything outside this command's own session (setsid makes its id $$).
+    // Everything outside this command's own session (setsid makes its id $$): PID 1, the
+    // agent and its shell server (started third, so pid 3).
     const processes = await agent.run(2, [["cmd", "ps -eo pid=,stat=,sid= | awk -v me=$$ '$3 != me'"]])
     const lines = text(processes.stdout).trim().split("\n").map((line) => line.trim().split(/\s+/))
-    expect(lines.map(([pid]) => pid)).toEqual(["1", "2"])
+    expect(lines.map(([pid]) => pid)).toEqual(["1", "2", "3"])
     expect(lines.some(([, stat]) => stat!.startsWith("Z"))).toBe(false)
   })
 
@@ -494,6 +495,8 @@ describe("output flow control", () => {
     await agent.waitFor(() => agent.outputBytes(1) === 262144)
     const writer = Number(text(agent.summary(1).stderr))
     try {
+      // Past the command's exit and the 200 ms drain deadline, whatever the machine's load.
+      expect(await waitUntilDead(agent.summary(1).pid!, 5000)).toBe(true)
       await sleep(300)
       agent.send({ type: FrameType.CREDIT, channel: 1, payload: encodeU32(1 << 30) })
       const result = await agent.result(1, 2000)
@@ -608,5 +611,76 @@ describe("bad input", () => {
     await agent.waitFor(() => agent.frames.filter((frame) => frame.type === FrameType.PONG).length === 50)
     const pongs = agent.frames.filter((frame) => frame.type === FrameType.PONG).map((frame) => text(frame.payload))
     expect(pongs).toEqual(Array.from({ length: 50 }, (_, index) => String(index)))
+  })
+})
+
+/** The pid of the agent's shell server, found by the agent pid its script names. */
+const shellServerOf = (agent: Agent): number | undefined => {
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue
+    try {
+      if (readFileSync(`/proc/${entry}/cmdline`, "utf8").includes(`__v86box_agent=${agent.process.pid} `)) {
+        return Number(entry)
+      }
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return undefined
+}
+
+describe("the shell server (commands forked from a bash started once)", () => {
+  it("gives each command its own pid, reported in STARTED, and its own process group", async () => {
+    const agent = await startAgent()
+    const first = await agent.run(1, [["cmd", "echo $BASHPID $(ps -o pgid= -p $BASHPID)"]])
+    const second = await agent.run(2, [["cmd", "echo $BASHPID $(ps -o pgid= -p $BASHPID)"]])
+    for (const result of [first, second]) {
+      const [pid, group] = text(result.stdout).trim().split(/\s+/).map(Number)
+      expect(pid).toBe(result.pid)
+      expect(group).toBe(result.pid)
+    }
+    expect(first.pid).not.toBe(second.pid)
+  })
+
+  it("keeps what bash -c shows a command: $0, $-, no variables or functions of its own, default signals", async () => {
+    const agent = await startAgent()
+    const result = await agent.run(1, [[
+      "cmd",
+      "echo \"$0 $- $_ [${FUNCNAME[*]}]\"; compgen -v | grep -c __v86box; declare -F | wc -l; grep SigIgn /proc/self/status; break; echo after"
+    ]])
+    expect(text(result.stdout)).toBe("bash hBc bash []\n0\n0\nSigIgn:\t0000000000000000\nafter\n")
+    expect(text(result.stderr)).toContain("break: only meaningful")
+    expect(result.exit).toEqual({ code: 0, signal: 0 })
+  })
+
+  it("runs a command that mentions $$ in a fresh bash, so $$ is its own pid", async () => {
+    const agent = await startAgent()
+    const first = await agent.run(1, [["cmd", "echo $$"]])
+    const second = await agent.run(2, [["cmd", "echo ${$}"]])
+    expect(Number(text(first.stdout))).toBe(first.pid)
+    expect(Number(text(second.stdout))).toBe(second.pid)
+  })
+
+  it("delivers a SIGNAL sent before the command started, killing its whole group", async () => {
+    const agent = await startAgent()
+    agent.exec(1, [["cmd", "sleep 100 & sleep 100"]])
+    agent.send({ type: FrameType.SIGNAL, channel: 1, payload: encodeU32(9) })
+    const result = await agent.result(1)
+    expect(result.exit).toEqual({ code: 137, signal: 9 })
+    const leftovers = await agent.run(2, [["cmd", "ps -eo args= | grep -c '^sleep 100' || true"]])
+    expect(text(leftovers.stdout)).toBe("0\n")
+  })
+
+  it("replaces a shell server that was killed, and commands keep working", async () => {
+    const agent = await startAgent()
+    await agent.run(1, [["cmd", "true"]])
+    const server = shellServerOf(agent)
+    expect(server).toBeDefined()
+    process.kill(server!, "SIGKILL")
+    expect(await waitUntilDead(server!)).toBe(true)
+    const results = [await agent.run(2, [["cmd", "echo one"]]), await agent.run(3, [["cmd", "echo two"]])]
+    expect(results.map((result) => text(result.stdout))).toEqual(["one\n", "two\n"])
+    expect(shellServerOf(agent)).toBeDefined()
+    expect(shellServerOf(agent)).not.toBe(server)
   })
 })

@@ -22,15 +22,18 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/reboot.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
-#define AGENT_VERSION "0.1.0"
+#define AGENT_VERSION "0.2.0"
 #define PROTOCOL_VERSION "1"
 
 #define MAGIC_0 0x56
@@ -85,6 +88,15 @@ struct channel {
 	uint32_t exit_signal;
 	int64_t drain_deadline; /* monotonic ms: stop waiting for EOF on the pipes after this */
 	bool past_deadline;
+	/*
+	 * Started through the shell server and not yet reported (pid is 0): the command's
+	 * ends of its pipes and its request stay open here until the subshell has opened
+	 * them, its output is not read yet, and a signal waits in pending_signal.
+	 */
+	bool starting;
+	int handoff[4];
+	uint32_t pending_signal;
+	bool discard; /* the start failed and ERROR was sent: free without EXIT */
 };
 
 struct exec_request {
@@ -288,6 +300,8 @@ static void free_channel(struct channel *channel)
 	close_fd(&channel->outputs[0].fd);
 	close_fd(&channel->outputs[1].fd);
 	close_fd(&channel->stdin_fd);
+	for (int i = 0; i < 4; i++)
+		close_fd(&channel->handoff[i]);
 	free(channel->stdin_buf);
 	free(channel);
 }
@@ -481,6 +495,348 @@ static void wait_for(pid_t pid)
 	}
 }
 
+
+static struct channel *new_channel(uint32_t id)
+{
+	struct channel *channel = calloc(1, sizeof *channel);
+	if (!channel)
+		return NULL;
+	channel->id = id;
+	channel->outputs[0] = (struct output){ .fd = -1, .frame_type = FRAME_STDOUT, .left = -1 };
+	channel->outputs[1] = (struct output){ .fd = -1, .frame_type = FRAME_STDERR, .left = -1 };
+	channel->stdin_fd = -1;
+	for (int i = 0; i < 4; i++)
+		channel->handoff[i] = -1;
+	channel->credit = INITIAL_CREDIT;
+	return channel;
+}
+
+/*
+ * The shell server.
+ *
+ * Under v86 every execve costs ~60 ms of emulated time (a fork ~1 ms), so starting
+ * each command as a fresh `bash -c` makes even `true` slow. Instead the agent starts
+ * one bash at boot and, per command, sends it a request line "ID FD": FD is a memfd
+ * of the agent holding the request. The server forks a job (its own process group,
+ * thanks to `set -m`), which forks the command's subshell and exits, so the subshell
+ * is re-parented to the agent (a child subreaper) and the agent reaps it as it
+ * reaps a `bash -c` child. The subshell opens its pipes through /proc/AGENT/fd,
+ * waits until it is the agent's child (were it to exit before the job does, the
+ * job's bash would reap it and its status would be lost), reports "ID PID" (or
+ * "ID !why") on the server's stdout, and evals the command from the same clean
+ * environment a `bash -c` child would get.
+ *
+ * What differs from `bash -c`, so such commands take the exec path: `$$` (a subshell
+ * keeps the server's), a uid or gid, environment names bash treats specially, and a
+ * cwd that is not a directory (the exec path reports chdir's error).
+ */
+/*
+ * Runs in the server (a `bash -c` with __v86box_agent and __v86box_idle set before
+ * it). The command is eval'd at the top level of a subshell, not in a function, so
+ * FUNCNAME, `return`, `break` and `local` behave as in `bash -c`. A subshell can
+ * only sleep without a fork by reading a pipe nobody writes to: the idle pipe.
+ */
+static const char shell_server_script[] =
+	"set -m\n"
+	"__v86box_fail() { printf '%s !%s\\n' \"$__v86box_id\" \"$1\" >&$__v86box_report; exit 127; }\n"
+	"__v86box_adopted() { local -a s; read -r -a s </proc/$BASHPID/stat && [[ ${s[3]} == \"$__v86box_agent\" ]]; }\n"
+	"__v86box_prepare() {\n"
+	"\tset +m\n"
+	"\texec {__v86box_report}>&1\n"
+	"\tlocal p=/proc/$__v86box_agent/fd r i o e d n v\n"
+	"\tlocal -a env=()\n"
+	"\texec {r}<\"$p/$__v86box_fd\" || __v86box_fail 'cannot open the request'\n"
+	"\tIFS= read -r -d '' -u $r i; IFS= read -r -d '' -u $r o; IFS= read -r -d '' -u $r e\n"
+	"\tIFS= read -r -d '' -u $r d; IFS= read -r -d '' -u $r n\n"
+	"\twhile (( n-- > 0 )); do IFS= read -r -d '' -u $r v; env+=(\"$v\"); done\n"
+	"\tIFS= read -r -d '' -u $r __v86box_cmd\n"
+	"\texec {r}<&-\n"
+	"\tif [[ $i ]]; then exec <\"$p/$i\"; else exec </dev/null; fi || __v86box_fail 'cannot open stdin'\n"
+	"\texec >\"$p/$o\" 2>\"$p/$e\" || __v86box_fail 'cannot open stdout and stderr'\n"
+	"\tif [[ $d ]]; then cd -- \"$d\" 2>/dev/null || __v86box_fail \"chdir $d: No such file or directory\"; unset OLDPWD; fi\n"
+	"\t(( ${#env[@]} == 0 )) || export -- \"${env[@]}\"\n"
+	"\tif ! __v86box_adopted; then\n"
+	"\t\texec {r}<\"$p/$__v86box_idle\" || __v86box_fail 'cannot open the idle pipe'\n"
+	"\t\tuntil __v86box_adopted; do read -r -t 0.002 -u $r; done\n"
+	"\t\texec {r}<&-\n"
+	"\tfi\n"
+	"\tprintf '%s %s\\n' \"$__v86box_id\" \"$BASHPID\" >&$__v86box_report\n"
+	"\texec {__v86box_report}>&-\n"
+	"\tunset -f __v86box_fail __v86box_adopted __v86box_prepare\n"
+	"}\n"
+	"while read -r __v86box_id __v86box_fd; do\n"
+	"\t( set -m; ( __v86box_prepare; eval \"unset -v __v86box_agent __v86box_idle __v86box_id __v86box_fd __v86box_report;\"\\\n"
+	"\t\t\" BASH_EXECUTION_STRING=\\$__v86box_cmd; unset -v __v86box_cmd; : bash; $__v86box_cmd\" ) & ) &\n"
+	"\twait $!\n"
+	"done\n";
+
+static pid_t server_pid = -1;
+static int server_requests = -1; /* write end of the server's stdin */
+static int server_reports = -1; /* read end of the server's stdout */
+static int server_idle[2] = { -1, -1 }; /* a pipe nobody writes to: subshells wait on it */
+static char server_report_buf[4096];
+static size_t server_report_len;
+
+static void stop_shell_server(void)
+{
+	close_fd(&server_requests);
+	close_fd(&server_reports);
+	close_fd(&server_idle[0]);
+	close_fd(&server_idle[1]);
+	server_report_len = 0;
+	server_pid = -1;
+}
+
+/* Starts the server; on failure commands simply take the exec path. */
+static void start_shell_server(void)
+{
+	int requests[2] = { -1, -1 }, reports[2] = { -1, -1 }, null_fd = -1;
+	char *script = NULL;
+
+	if (pipe2(requests, O_CLOEXEC) < 0 || pipe2(reports, O_CLOEXEC) < 0 ||
+	    (server_idle[0] < 0 && pipe2(server_idle, O_CLOEXEC) < 0) ||
+	    (null_fd = open("/dev/null", O_WRONLY | O_CLOEXEC)) < 0 ||
+	    asprintf(&script, "__v86box_agent=%d __v86box_idle=%d\n%s", (int)getpid(), server_idle[0],
+		     shell_server_script) < 0) {
+		warn("shell server: %s", strerror(errno));
+		script = NULL;
+		goto out;
+	}
+	struct exec_request request = { .cmd = script };
+	pid_t pid = fork();
+	if (pid < 0) {
+		warn("shell server: fork: %s", strerror(errno));
+		goto out;
+	}
+	if (pid == 0)
+		run_command(&request, requests[0], reports[1], null_fd, -1);
+	server_pid = pid;
+	server_requests = requests[1];
+	server_reports = reports[0];
+	requests[1] = reports[0] = -1;
+	if (!set_nonblocking(server_requests) || !set_nonblocking(server_reports)) {
+		kill(-pid, SIGKILL);
+		close_fd(&server_requests);
+		close_fd(&server_reports);
+		/* Reaped as the server later, which only resets what is reset already. */
+	}
+out:
+	close_fd(&requests[0]);
+	close_fd(&requests[1]);
+	close_fd(&reports[0]);
+	close_fd(&reports[1]);
+	close_fd(&null_fd);
+	free(script);
+}
+
+static bool is_shell_name(const char *name, size_t len)
+{
+	if (len == 0 || (name[0] >= '0' && name[0] <= '9'))
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		char c = name[i];
+		if (!(c == '_' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')))
+			return false;
+	}
+	return true;
+}
+
+/* Names a starting bash reads, or that `export` refuses: those need a real `bash -c`. */
+static bool shell_reads_at_start(const char *name, size_t len)
+{
+	static const char *const names[] = { "SHELLOPTS", "ENV", "POSIXLY_CORRECT", "IFS", "PS4", "EUID",
+					     "UID", "PPID", "HOSTNAME" };
+	if (len >= 4 && strncmp(name, "BASH", 4) == 0)
+		return true;
+	for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+		if (strlen(names[i]) == len && strncmp(names[i], name, len) == 0)
+			return true;
+	return false;
+}
+
+static bool server_can_run(const struct exec_request *request)
+{
+	struct stat st;
+	if (server_requests < 0 || request->set_ids)
+		return false;
+	if (strstr(request->cmd, "$$") || strstr(request->cmd, "${$"))
+		return false;
+	if (request->cwd && (stat(request->cwd, &st) < 0 || !S_ISDIR(st.st_mode)))
+		return false;
+	for (size_t i = 0; i < request->env_count; i++) {
+		const char *entry = request->env[i];
+		size_t len = (size_t)(strchr(entry, '=') - entry);
+		if (!is_shell_name(entry, len) || shell_reads_at_start(entry, len))
+			return false;
+	}
+	return true;
+}
+
+static bool write_field(FILE *file, const char *text)
+{
+	return fputs(text, file) >= 0 && fputc('\0', file) != EOF;
+}
+
+/* The request memfd: NUL-terminated stdin fd (or empty), stdout fd, stderr fd, cwd, env count, env, cmd. */
+static int write_request(const struct exec_request *request, int stdin_fd, int stdout_fd, int stderr_fd)
+{
+	char number[3][16];
+	int fd = memfd_create("v86box-request", MFD_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	int copy = dup(fd);
+	FILE *file = copy < 0 ? NULL : fdopen(copy, "w");
+	if (!file) {
+		close_fd(&copy);
+		close(fd);
+		return -1;
+	}
+	snprintf(number[0], sizeof number[0], "%d", stdin_fd);
+	snprintf(number[1], sizeof number[1], "%d", stdout_fd);
+	snprintf(number[2], sizeof number[2], "%zu", request->env_count);
+	bool ok = write_field(file, stdin_fd >= 0 ? number[0] : "") && write_field(file, number[1]);
+	snprintf(number[1], sizeof number[1], "%d", stderr_fd);
+	ok = ok && write_field(file, number[1]) && write_field(file, request->cwd ? request->cwd : "") &&
+	     write_field(file, number[2]);
+	for (size_t i = 0; ok && i < request->env_count; i++)
+		ok = write_field(file, request->env[i]);
+	ok = ok && write_field(file, request->cmd);
+	if (fclose(file) != 0 || !ok) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/*
+ * Hands the command to the shell server. Returns false, having changed nothing, when
+ * the exec path must run it instead.
+ */
+static bool start_in_server(uint32_t id, const struct exec_request *request)
+{
+	int stdout_pipe[2] = { -1, -1 }, stderr_pipe[2] = { -1, -1 }, stdin_pipe[2] = { -1, -1 };
+	int request_fd = -1;
+	char line[48];
+	struct channel *channel = NULL;
+	bool started = false;
+
+	if (!server_can_run(request))
+		return false;
+	if (pipe2(stdout_pipe, O_CLOEXEC) < 0 || pipe2(stderr_pipe, O_CLOEXEC) < 0 ||
+	    (request->stdin_pipe && pipe2(stdin_pipe, O_CLOEXEC) < 0))
+		goto out;
+	if (!set_nonblocking(stdout_pipe[0]) || !set_nonblocking(stderr_pipe[0]) ||
+	    (stdin_pipe[1] >= 0 && !set_nonblocking(stdin_pipe[1])))
+		goto out;
+	request_fd = write_request(request, stdin_pipe[0], stdout_pipe[1], stderr_pipe[1]);
+	if (request_fd < 0 || !(channel = new_channel(id)))
+		goto out;
+	int len = snprintf(line, sizeof line, "%u %d\n", id, request_fd);
+	/* A short line never lands half-written in a pipe; a full pipe means a stuck server. */
+	if (write(server_requests, line, (size_t)len) != len)
+		goto out;
+	channel->starting = true;
+	channel->outputs[0].fd = stdout_pipe[0];
+	channel->outputs[1].fd = stderr_pipe[0];
+	channel->stdin_fd = stdin_pipe[1];
+	channel->handoff[0] = stdout_pipe[1];
+	channel->handoff[1] = stderr_pipe[1];
+	channel->handoff[2] = stdin_pipe[0];
+	channel->handoff[3] = request_fd;
+	stdout_pipe[0] = stdout_pipe[1] = stderr_pipe[0] = stderr_pipe[1] = -1;
+	stdin_pipe[0] = stdin_pipe[1] = request_fd = -1;
+	channel->next = channels;
+	channels = channel;
+	channel = NULL;
+	started = true;
+out:
+	close_fd(&stdout_pipe[0]);
+	close_fd(&stdout_pipe[1]);
+	close_fd(&stderr_pipe[0]);
+	close_fd(&stderr_pipe[1]);
+	close_fd(&stdin_pipe[0]);
+	close_fd(&stdin_pipe[1]);
+	close_fd(&request_fd);
+	free(channel);
+	return started;
+}
+
+static struct channel *find_starting_channel(uint32_t id)
+{
+	for (struct channel *channel = channels; channel; channel = channel->next)
+		if (channel->id == id && channel->starting)
+			return channel;
+	return NULL;
+}
+
+/* One report line: "ID PID" once the subshell holds its pipes, or "ID !why". */
+static void handle_report(char *line)
+{
+	char *rest;
+	unsigned long id = strtoul(line, &rest, 10);
+	struct channel *channel = *rest == ' ' ? find_starting_channel((uint32_t)id) : NULL;
+	if (!channel)
+		return;
+	channel->starting = false;
+	for (int i = 0; i < 4; i++)
+		close_fd(&channel->handoff[i]);
+	if (rest[1] == '!') {
+		send_error(channel->id, "%s", rest + 2);
+		channel->discard = true;
+		return;
+	}
+	channel->pid = (pid_t)strtol(rest + 1, NULL, 10);
+	if (channel->pid <= 0) {
+		send_error(channel->id, "the shell server sent a bad report");
+		channel->discard = true;
+		return;
+	}
+	send_u32(FRAME_STARTED, channel->id, (uint32_t)channel->pid);
+	if (channel->pending_signal && kill(-channel->pid, (int)channel->pending_signal) < 0 && errno != ESRCH)
+		send_error(0, "channel %u: signal %u: %s", channel->id, channel->pending_signal, strerror(errno));
+}
+
+static void read_server_reports(void)
+{
+	while (server_reports >= 0) {
+		ssize_t n = read(server_reports, server_report_buf + server_report_len,
+				 sizeof server_report_buf - 1 - server_report_len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return;
+		server_report_len += (size_t)n;
+		server_report_buf[server_report_len] = '\0';
+		char *line = server_report_buf, *newline;
+		while ((newline = strchr(line, '\n'))) {
+			*newline = '\0';
+			handle_report(line);
+			line = newline + 1;
+		}
+		server_report_len -= (size_t)(line - server_report_buf);
+		memmove(server_report_buf, line, server_report_len);
+		/* Lines are short; a full buffer without one is garbage. */
+		if (server_report_len == sizeof server_report_buf - 1)
+			server_report_len = 0;
+	}
+}
+
+/* Commands it had not started yet cannot start any more; the next one starts a new server. */
+static void shell_server_exited(void)
+{
+	read_server_reports();
+	stop_shell_server();
+	for (struct channel *channel = channels; channel; channel = channel->next) {
+		if (!channel->starting)
+			continue;
+		channel->starting = false;
+		for (int i = 0; i < 4; i++)
+			close_fd(&channel->handoff[i]);
+		send_error(channel->id, "the shell server exited before the command started");
+		channel->discard = true;
+	}
+}
+
 /*
  * Starts the command like posix_spawn does: errors before exec come back through a
  * close-on-exec pipe, so a bad cwd is an ERROR frame and not a bash exit status.
@@ -500,7 +856,11 @@ static void start_command(uint32_t id, const unsigned char *payload, size_t len)
 		send_error(id, "%s", problem);
 		goto out;
 	}
-	channel = calloc(1, sizeof *channel);
+	if (server_pid < 0)
+		start_shell_server();
+	if (start_in_server(id, &request))
+		goto out;
+	channel = new_channel(id);
 	if (!channel) {
 		send_error(id, "out of memory");
 		goto out;
@@ -537,13 +897,11 @@ static void start_command(uint32_t id, const unsigned char *payload, size_t len)
 		send_error(id, "fcntl: %s", strerror(saved));
 		goto out;
 	}
-	channel->id = id;
 	channel->pid = pid;
-	channel->outputs[0] = (struct output){ .fd = stdout_pipe[0], .frame_type = FRAME_STDOUT, .left = -1 };
-	channel->outputs[1] = (struct output){ .fd = stderr_pipe[0], .frame_type = FRAME_STDERR, .left = -1 };
+	channel->outputs[0].fd = stdout_pipe[0];
+	channel->outputs[1].fd = stderr_pipe[0];
 	channel->stdin_fd = stdin_pipe[1];
 	stdout_pipe[0] = stderr_pipe[0] = stdin_pipe[1] = -1;
-	channel->credit = INITIAL_CREDIT;
 	channel->next = channels;
 	channels = channel;
 	channel = NULL;
@@ -633,6 +991,10 @@ static void receive_signal(struct channel *channel, uint32_t sig)
 	/* Once reaped, the group is already killed and its id may belong to someone else. */
 	if (channel->exited)
 		return;
+	if (channel->starting) {
+		channel->pending_signal = sig;
+		return;
+	}
 	if (kill(-channel->pid, (int)sig) < 0 && errno != ESRCH)
 		send_error(0, "channel %u: signal %u: %s", channel->id, sig, strerror(errno));
 }
@@ -858,8 +1220,10 @@ static void decode_frames(void)
 static _Noreturn void shut_down(int status)
 {
 	for (struct channel *channel = channels; channel; channel = channel->next)
-		if (!channel->exited)
+		if (!channel->exited && channel->pid > 0)
 			kill(-channel->pid, SIGKILL);
+	if (server_pid > 0)
+		kill(-server_pid, SIGKILL);
 	exit(status);
 }
 
@@ -919,7 +1283,18 @@ static void reap_children(void)
 		}
 		if (child.si_pid == 0)
 			return;
+		if (child.si_pid == server_pid) {
+			if (waitpid(child.si_pid, &status, 0) < 0 && errno == EINTR)
+				continue;
+			shell_server_exited();
+			continue;
+		}
 		struct channel *channel = find_channel_by_pid(child.si_pid);
+		/* A subshell reports before it runs the command, so its report is already here. */
+		if (!channel) {
+			read_server_reports();
+			channel = find_channel_by_pid(child.si_pid);
+		}
 		if (channel)
 			kill(-channel->pid, SIGKILL);
 		if (waitpid(child.si_pid, &status, 0) < 0) {
@@ -998,7 +1373,10 @@ static void finish_channels(void)
 	struct channel **link = &channels;
 	while (*link) {
 		struct channel *channel = *link;
-		if (channel->exited && output_done(channel, now)) {
+		if (channel->discard) {
+			*link = channel->next;
+			free_channel(channel);
+		} else if (channel->exited && output_done(channel, now)) {
 			unsigned char payload[8];
 			put_u32(payload, (uint32_t)channel->exit_code);
 			put_u32(payload + 4, channel->exit_signal);
@@ -1056,7 +1434,11 @@ static size_t build_poll_set(void)
 	size_t count = 0;
 	add_poll(&count, console_in, POLLIN, NULL, NULL);
 	add_poll(&count, sigchld_fd, POLLIN, NULL, NULL);
+	if (server_reports >= 0)
+		add_poll(&count, server_reports, POLLIN, NULL, NULL);
 	for (struct channel *channel = channels; channel; channel = channel->next) {
+		if (channel->starting || channel->discard)
+			continue;
 		/* Without credit the pipes are not read, so the command blocks in write. */
 		for (int i = 0; i < 2 && channel->credit > 0; i++)
 			if (channel->outputs[i].fd >= 0)
@@ -1073,7 +1455,9 @@ static void handle_pipe(struct poll_slot *slot, short revents)
 	struct channel *channel = slot->channel;
 	if (!revents)
 		return;
-	if (slot->output)
+	if (!channel)
+		read_server_reports();
+	else if (slot->output)
 		read_output(channel, slot->output);
 	else if (channel->stdin_fd >= 0)
 		flush_stdin(channel);
@@ -1168,7 +1552,11 @@ static _Noreturn void run_agent(const char *console_path, bool use_stdio)
 	if (write_oom_score_adj("-1000") < 0)
 		warn("oom_score_adj: %s", strerror(errno));
 	raise_fd_limit();
+	/* Commands' orphans, and the shell server's subshells, are re-parented to the agent. */
+	if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0)
+		warn("PR_SET_CHILD_SUBREAPER: %s", strerror(errno));
 	open_console(console_path, use_stdio);
+	start_shell_server();
 	send_ready();
 	run_loop();
 }
