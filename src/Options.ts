@@ -11,6 +11,7 @@ import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
 import { AssetSources, type DownloadProgress } from "./Assets.ts"
+import { statSync } from "node:fs"
 import { InvalidOptions } from "./Errors.ts"
 import { SnapshotSource } from "./Snapshot.ts"
 
@@ -34,6 +35,68 @@ export const DurationInput: Schema.Schema<Duration.Duration, Duration.DurationIn
 
 const ByteCount = Schema.Number.pipe(Schema.int(), Schema.positive())
 
+const isHostDirectory = (path: string) => {
+  try {
+    return statSync(path).isDirectory()
+  } catch {
+    return false
+  }
+}
+
+/** An absolute guest path in its plain form: no ".", "..", empty or trailing components, and not "/" itself. */
+const isPlainAbsolutePath = (path: string) =>
+  path.startsWith("/") && path.length > 1 && path.slice(1).split("/").every((part) => part !== "" && part !== "." && part !== "..")
+
+/**
+ * A host directory mounted in the guest, as a Schema.
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const HostMountSchema = Schema.Struct({
+  host: Schema.String.pipe(Schema.filter((path) => isHostDirectory(path) || "must be an existing directory on the host")),
+  guest: Schema.String.pipe(
+    Schema.filter((path) => !path.includes("\0") || "must not contain a NUL byte"),
+    Schema.filter((path) =>
+      isPlainAbsolutePath(path) || 'must be an absolute guest path other than "/", without ".", ".." or empty parts'
+    )
+  ),
+  readOnly: Schema.optional(Schema.Boolean)
+})
+
+/**
+ * A host directory the guest sees at `guest`, over 9p.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface HostMountOptions {
+  /** The directory on the host. It must exist. */
+  readonly host: string
+  /** Where the guest sees it: an absolute path, made if missing. */
+  readonly guest: string
+  /** Whether the guest may change it (default `true`: read-only). Enforced by the host, whatever the guest remounts. */
+  readonly readOnly?: boolean | undefined
+}
+
+/** @internal */
+export interface HostMount {
+  readonly host: string
+  readonly guest: string
+  readonly readOnly: boolean
+}
+
+const HostMounts = Schema.Array(HostMountSchema).pipe(
+  Schema.filter((mounts) => {
+    const seen = new Set<string>()
+    for (const mount of mounts) {
+      if (seen.has(mount.guest)) return `two mounts at the guest path ${mount.guest}`
+      seen.add(mount.guest)
+    }
+    return true
+  })
+)
+
 /**
  * The sandbox options, as a Schema (without the `onProgress` callback, which is not data).
  *
@@ -49,6 +112,7 @@ export const V86BoxOptionsSchema = Schema.Struct({
   assets: Schema.optional(AssetSources),
   warmStart: Schema.optional(Schema.Boolean),
   stateFile: Schema.optional(Schema.String.pipe(Schema.minLength(1))),
+  mounts: Schema.optional(HostMounts),
   fromSnapshot: Schema.optional(SnapshotSource)
 })
 
@@ -81,6 +145,12 @@ export interface V86BoxOptions {
   readonly warmStart?: boolean | undefined
   /** Where the booted state is kept. Default: `assetsDir/states/<key>.v86state`. */
   readonly stateFile?: string | undefined
+  /**
+   * Host directories the guest sees (9p), mounted before the sandbox is ready. Default:
+   * none. The guest cannot reach outside them (`..`, symbolic links and hard links stay
+   * inside), and a read-only mount is enforced by the host.
+   */
+  readonly mounts?: ReadonlyArray<HostMountOptions> | undefined
   /**
    * Start from a snapshot (`box.snapshot()`, or the path it was written to) instead of
    * booting: a fork of the sandbox it was taken from, with its own clock, entropy and
@@ -156,6 +226,7 @@ export interface DecodedBoxOptions {
   readonly onProgress: ((progress: DownloadProgress) => void) | undefined
   readonly warmStart: boolean
   readonly stateFile: string | undefined
+  readonly mounts: ReadonlyArray<HostMount>
   readonly fromSnapshot: SnapshotSource | undefined
 }
 
@@ -201,6 +272,7 @@ export const decodeBoxOptions = (options: V86BoxOptions | undefined): Effect.Eff
       onProgress,
       warmStart: decoded.warmStart ?? true,
       stateFile: decoded.stateFile,
+      mounts: (decoded.mounts ?? []).map((mount) => ({ host: mount.host, guest: mount.guest, readOnly: mount.readOnly ?? true })),
       fromSnapshot: decoded.fromSnapshot
     }
   })

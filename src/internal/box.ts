@@ -37,6 +37,7 @@ import type { Snapshot, SnapshotSource } from "../Snapshot.ts"
 import type { Status, V86Box } from "../V86Box.ts"
 import { AgentClient, type Channel } from "./agentClient.ts"
 import * as guestFileSystem from "./guestFileSystem.ts"
+import * as HostShares from "./hostShares.ts"
 import type { Machine } from "./machine.ts"
 import * as StateFile from "./stateFile.ts"
 import * as V86Machine from "./v86Machine.ts"
@@ -65,6 +66,7 @@ export const make = (
   Effect.gen(function*() {
     const decoded = yield* decodeBoxOptions(options)
     const startedAt = yield* Clock.currentTimeMillis
+    const shares = yield* HostShares.make(decoded.mounts)
     let machine: Machine | undefined
     const booting = Effect.gen(function*() {
       const assets = yield* Assets.resolveNode({
@@ -94,6 +96,7 @@ export const make = (
         rootfs: assets.rootfs,
         cmdline: assets.cmdline,
         memoryMB,
+        fileServer: shares.handle,
         onKernelLog: hooks.onKernelLog
       }
       const guestInit = hooks.guestInit ?? (yield* freshGuestInit)
@@ -129,6 +132,8 @@ export const make = (
       return yield* serve(client, decoded, startedAt, guestInit, agent.agent, origin)
     })
     return yield* booting.pipe(
+      // A recording carries console bytes only: its files go through the console, as on replay.
+      Effect.flatMap((service) => withHostShares(service, decoded.mounts, hooks.wrapMachine === undefined ? shares : undefined)),
       Effect.timeoutFail({
         duration: decoded.bootTimeout,
         onTimeout: () => new BootTimeout({ timeoutMillis: Duration.toMillis(decoded.bootTimeout), kernelLogTail: "" })
@@ -298,7 +303,30 @@ export const connect = (
   Effect.gen(function*() {
     const client = yield* AgentClient.make(machine)
     const agent = yield* client.ready
-    return yield* serve(client, options, startedAt, guestInit, agent.agent, undefined)
+    const service = yield* serve(client, options, startedAt, guestInit, agent.agent, undefined)
+    return yield* withHostShares(service, options.mounts, undefined)
+  })
+
+/** Files from this size up go into a live guest through the staging share (9p), not the console. */
+const bulkWriteMinimumBytes = 256 * 1024
+
+/**
+ * Mounts the user's host directories in the guest (after any resume, so no saved state
+ * holds a mount), and with `shares` (a live machine) gives the service's filesystems the
+ * staging share for large files.
+ */
+const withHostShares = (
+  service: V86Box.Service,
+  mounts: DecodedBoxOptions["mounts"],
+  shares: HostShares.HostShares | undefined
+): Effect.Effect<V86Box.Service, MachineError> =>
+  Effect.gen(function*() {
+    const guest = HostShares.guestSide(service.exec)
+    yield* guest.mountDirectories(mounts)
+    if (shares === undefined) return service
+    const bulkWrites: guestFileSystem.BulkWrites = { minimumBytes: bulkWriteMinimumBytes, stage: guest.stage(shares) }
+    const withBulkWrites = { ...service, [guestFileSystem.bulkWritesKey]: bulkWrites }
+    return { ...withBulkWrites, fs: guestFileSystem.make(withBulkWrites) }
   })
 
 const makeService = (

@@ -29,6 +29,7 @@ import {
   truncate,
   unlink
 } from "node:fs/promises"
+import { tmpdir } from "node:os"
 import { checkName, ConfinedRoot } from "./confinedPath.ts"
 import {
   errnoOf,
@@ -77,9 +78,10 @@ interface DirectoryEntry {
   readonly name: string
 }
 
-/** What a fid names: a path below a share's root, and what the guest opened there. */
+/** What a fid names: a path below a share's root (or the root of all shares), and what the guest opened there. */
 interface Fid {
-  readonly share: Share
+  /** Undefined at the root of all shares, a directory listing them by name. */
+  readonly share: Share | undefined
   names: ReadonlyArray<string>
   readonly uid: number
   file: FileHandle | undefined
@@ -88,7 +90,13 @@ interface Fid {
   opened: boolean
 }
 
-const qidOf = (stats: BigIntStats): Qid => ({
+/** What a qid and getattr need of a file: Node's BigIntStats has it all. */
+type FileStats = Pick<
+  BigIntStats,
+  "mode" | "uid" | "gid" | "nlink" | "rdev" | "size" | "blksize" | "blocks" | "ino" | "atimeNs" | "mtimeNs" | "ctimeNs" | "isDirectory" | "isSymbolicLink"
+>
+
+const qidOf = (stats: FileStats): Qid => ({
   type: stats.isDirectory() ? QidType.Directory : stats.isSymbolicLink() ? QidType.Symlink : QidType.File,
   version: 0,
   path: stats.ino
@@ -97,6 +105,24 @@ const qidOf = (stats: BigIntStats): Qid => ({
 /** Linux's d_type of a file (DT_*), for directory entries. */
 const directoryEntryType = (stats: BigIntStats): number =>
   stats.isDirectory() ? 4 : stats.isSymbolicLink() ? 10 : stats.isFIFO() ? 1 : stats.isCharacterDevice() ? 2 : stats.isBlockDevice() ? 6 : stats.isSocket() ? 12 : 8
+
+/** The root of all shares: a read-only directory, as the guest's getattr sees it. */
+const sharesRootStats: FileStats = {
+  mode: 0o40555n,
+  uid: 0n,
+  gid: 0n,
+  nlink: 2n,
+  rdev: 0n,
+  size: 0n,
+  blksize: 4096n,
+  blocks: 0n,
+  ino: 0xfffffffffffffn,
+  atimeNs: 0n,
+  mtimeNs: 0n,
+  ctimeNs: 0n,
+  isDirectory: () => true,
+  isSymbolicLink: () => false
+}
 
 const hostIsRoot = typeof process.getuid === "function" && process.getuid() === 0
 
@@ -145,8 +171,20 @@ export class FileServer {
     return fid
   }
 
+  /** The share a fid is in; the root of all shares is fixed, so nothing but listing it is allowed there. */
+  private shareOf(fid: Fid): Share {
+    if (fid.share === undefined) throw new NinePError("EROFS", "the root of the shares cannot change")
+    return fid.share
+  }
+
   private writable(fid: Fid): void {
-    if (fid.share.export.readOnly) throw new NinePError("EROFS", `${fid.share.export.hostDirectory} is shared read-only`)
+    const share = this.shareOf(fid)
+    if (share.export.readOnly) throw new NinePError("EROFS", `${share.export.hostDirectory} is shared read-only`)
+  }
+
+  /** What a fid names, as host stats; the root of all shares is a read-only directory of its own. */
+  private async statsOf(fid: Fid): Promise<FileStats> {
+    return fid.share === undefined ? sharesRootStats : (await fid.share.root.inspect(fid.names)).stats
   }
 
   private async forget(id: number): Promise<void> {
@@ -177,11 +215,14 @@ export class FileServer {
         message.string() // uname
         const name = message.string()
         const uid = message.u32()
-        const share = this.shares.get(name)
-        if (share === undefined) throw new NinePError("ENOENT", `no export named ${name}`)
+        // An empty name attaches the root of all shares: the guest mounts it once (one mount per
+        // virtio-9p device) and binds each share where the user wants it.
+        const share = name === "" ? undefined : this.shares.get(name)
+        if (name !== "" && share === undefined) throw new NinePError("ENOENT", `no export named ${name}`)
         if (this.fids.has(id)) throw new NinePError("EBADF", `fid ${id} is in use`)
-        const { stats } = await share.root.inspect([])
-        this.fids.set(id, { share, names: [], uid, file: undefined, entries: undefined, opened: false })
+        const fid: Fid = { share, names: [], uid, file: undefined, entries: undefined, opened: false }
+        const stats = await this.statsOf(fid)
+        this.fids.set(id, fid)
         return reply(message.type).qid(qidOf(stats)).finish()
       }
       case MessageType.Twalk: {
@@ -191,11 +232,19 @@ export class FileServer {
         const count = message.u16()
         const steps = Array.from({ length: count }, () => message.string())
         const qids: Array<Qid> = []
+        let share = from.share
         let names = from.names
         for (const step of steps) {
-          const next = step === ".." ? names.slice(0, -1) : [...names, checkName(step)]
           try {
-            const { stats } = await from.share.root.inspect(next)
+            if (share === undefined) {
+              // From the root of all shares, a name is a share (".." stays at the root).
+              share = step === ".." ? undefined : this.shares.get(checkName(step))
+              if (step !== ".." && share === undefined) throw new NinePError("ENOENT", `no export named ${step}`)
+              qids.push(share === undefined ? qidOf(sharesRootStats) : qidOf((await share.root.inspect([])).stats))
+              continue
+            }
+            const next = step === ".." ? names.slice(0, -1) : [...names, checkName(step)]
+            const { stats } = await share.root.inspect(next)
             qids.push(qidOf(stats))
             names = next
           } catch (error) {
@@ -206,7 +255,7 @@ export class FileServer {
         }
         if (qids.length === steps.length) {
           if (newId !== fromId && this.fids.has(newId)) throw new NinePError("EBADF", `fid ${newId} is in use`)
-          this.fids.set(newId, { share: from.share, names, uid: from.uid, file: undefined, entries: undefined, opened: false })
+          this.fids.set(newId, { share, names, uid: from.uid, file: undefined, entries: undefined, opened: false })
         }
         const writer = reply(message.type).u16(qids.length)
         for (const qid of qids) writer.qid(qid)
@@ -214,7 +263,7 @@ export class FileServer {
       }
       case MessageType.Tgetattr: {
         const fid = this.fid(message.u32())
-        const { stats } = await fid.share.root.inspect(fid.names)
+        const stats = await this.statsOf(fid)
         return reply(message.type, 160)
           .u64(STATS_BASIC)
           .qid(qidOf(stats))
@@ -248,7 +297,7 @@ export class FileServer {
         const atime = { seconds: message.u64(), nanoseconds: message.u64() }
         const mtime = { seconds: message.u64(), nanoseconds: message.u64() }
         if ((valid & (Set.mode | Set.uid | Set.gid | Set.size | Set.atime | Set.mtime)) !== 0) this.writable(fid)
-        const { path, stats } = await fid.share.root.inspect(fid.names)
+        const { path, stats } = await this.shareOf(fid).root.inspect(fid.names)
         const link = stats.isSymbolicLink()
         if (valid & Set.mode) {
           if (link) throw new NinePError("EOPNOTSUPP", "a link has no mode of its own")
@@ -272,8 +321,13 @@ export class FileServer {
         const fid = this.fid(message.u32())
         const flags = message.u32()
         if (fid.opened) throw new NinePError("EBADF", "fid already open")
-        const { path, stats } = await fid.share.root.inspect(fid.names)
         const writes = (flags & LinuxOpen.accessMode) !== LinuxOpen.readOnly || (flags & LinuxOpen.truncate) !== 0
+        if (fid.share === undefined) {
+          if (writes) throw new NinePError("EISDIR")
+          fid.opened = true
+          return reply(message.type).qid(qidOf(sharesRootStats)).u32(0).finish()
+        }
+        const { path, stats } = await fid.share.root.inspect(fid.names)
         if (stats.isDirectory()) {
           if (writes) throw new NinePError("EISDIR")
         } else if (stats.isFile()) {
@@ -293,10 +347,10 @@ export class FileServer {
         const mode = message.u32()
         const gid = message.u32()
         this.writable(fid)
-        const directory = await fid.share.root.inspect(fid.names)
+        const directory = await this.shareOf(fid).root.inspect(fid.names)
         if (!directory.stats.isDirectory()) throw new NinePError("ENOTDIR")
         const names = [...fid.names, name]
-        const path = await fid.share.root.resolve(names)
+        const path = await this.shareOf(fid).root.resolve(names)
         const file = await open(path, hostOpenFlags(flags) | constants.O_CREAT | constants.O_EXCL, mode & ALLOWED_MODE_BITS)
         await this.ownNew(path, fid, gid)
         fid.names = names
@@ -349,7 +403,7 @@ export class FileServer {
       }
       case MessageType.Tstatfs: {
         const fid = this.fid(message.u32())
-        const info = await statfs(fid.share.root.root, { bigint: true })
+        const info = await statfs(fid.share?.root.root ?? tmpdir(), { bigint: true })
         return reply(message.type)
           .u32(V9FS_MAGIC)
           .u32(Number(info.bsize))
@@ -392,7 +446,7 @@ export class FileServer {
         throw new NinePError("EPERM", "device nodes and FIFOs cannot be made in a shared directory")
       case MessageType.Treadlink: {
         const fid = this.fid(message.u32())
-        const { path, stats } = await fid.share.root.inspect(fid.names)
+        const { path, stats } = await this.shareOf(fid).root.inspect(fid.names)
         if (!stats.isSymbolicLink()) throw new NinePError("EINVAL")
         return reply(message.type).string(await readlink(path)).finish()
       }
@@ -402,7 +456,7 @@ export class FileServer {
         const name = checkName(message.string())
         if (directory.share !== source.share) throw new NinePError("EXDEV")
         this.writable(directory)
-        const from = await source.share.root.inspect(source.names)
+        const from = await this.shareOf(source).root.inspect(source.names)
         if (from.stats.isDirectory()) throw new NinePError("EPERM")
         await link(from.path, await this.childPath(directory, name))
         return reply(message.type).finish()
@@ -411,7 +465,7 @@ export class FileServer {
         const fid = this.fid(message.u32())
         const directory = this.fid(message.u32())
         const name = checkName(message.string())
-        await this.rename(fid.share, fid.names, directory, name)
+        await this.rename(this.shareOf(fid), fid.names, directory, name)
         return reply(message.type).finish()
       }
       case MessageType.Trenameat: {
@@ -419,7 +473,7 @@ export class FileServer {
         const fromName = checkName(message.string())
         const toDirectory = this.fid(message.u32())
         const toName = checkName(message.string())
-        await this.rename(fromDirectory.share, [...fromDirectory.names, fromName], toDirectory, toName)
+        await this.rename(this.shareOf(fromDirectory), [...fromDirectory.names, fromName], toDirectory, toName)
         return reply(message.type).finish()
       }
       case MessageType.Tunlinkat: {
@@ -427,7 +481,7 @@ export class FileServer {
         const name = checkName(message.string())
         const flags = message.u32()
         this.writable(directory)
-        const { path, stats } = await directory.share.root.inspect([...directory.names, name])
+        const { path, stats } = await this.shareOf(directory).root.inspect([...directory.names, name])
         if (flags & AT_REMOVEDIR) await rmdir(path)
         else if (stats.isDirectory()) throw new NinePError("EISDIR")
         else await unlink(path)
@@ -438,7 +492,7 @@ export class FileServer {
         const fid = this.fid(id)
         await this.forget(id)
         this.writable(fid)
-        const { path, stats } = await fid.share.root.inspect(fid.names)
+        const { path, stats } = await this.shareOf(fid).root.inspect(fid.names)
         await (stats.isDirectory() ? rmdir(path) : unlink(path))
         return reply(message.type).finish()
       }
@@ -479,9 +533,9 @@ export class FileServer {
 
   /** The host path of `name` in the directory `fid`, which must be a directory. */
   private async childPath(fid: Fid, name: string): Promise<string> {
-    const directory = await fid.share.root.inspect(fid.names)
+    const directory = await this.shareOf(fid).root.inspect(fid.names)
     if (!directory.stats.isDirectory()) throw new NinePError("ENOTDIR")
-    return fid.share.root.resolve([...fid.names, name])
+    return this.shareOf(fid).root.resolve([...fid.names, name])
   }
 
   private async rename(share: Share, from: ReadonlyArray<string>, toDirectory: Fid, toName: string): Promise<void> {
@@ -499,8 +553,16 @@ export class FileServer {
   }
 
   private async listDirectory(fid: Fid): Promise<ReadonlyArray<DirectoryEntry>> {
+    if (fid.share === undefined) {
+      const root = { qid: qidOf(sharesRootStats), type: 4 }
+      const entries: Array<DirectoryEntry> = [{ ...root, name: "." }, { ...root, name: ".." }]
+      for (const [name, share] of [...this.shares].sort(([a], [b]) => (a < b ? -1 : 1))) {
+        entries.push({ qid: qidOf((await share.root.inspect([])).stats), type: 4, name })
+      }
+      return entries
+    }
     const { path, stats } = await fid.share.root.inspect(fid.names)
-    const parent = await fid.share.root.inspect(fid.names.slice(0, -1))
+    const parent = await this.shareOf(fid).root.inspect(fid.names.slice(0, -1))
     const entries: Array<DirectoryEntry> = [
       { qid: qidOf(stats), type: 4, name: "." },
       { qid: qidOf(parent.stats), type: 4, name: ".." }

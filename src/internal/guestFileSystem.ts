@@ -171,9 +171,10 @@ export const parseStat = (line: string): FileSystem.File.Info | undefined => {
 
 /**
  * Opens `path` for writing as `flag` says, with `command`'s stdout there: `cat` copies
- * stdin into it, `:` only creates or truncates it. A mode applies to a file it creates.
+ * stdin into it, `cat -- FILE` a staged file, `:` only creates or truncates it. A mode
+ * applies to a file it creates.
  */
-const writeScript = (path: string, flag: FileSystem.OpenFlag, mode: number | undefined, command: "cat" | ":") => {
+const writeScript = (path: string, flag: FileSystem.OpenFlag, mode: number | undefined, command: string) => {
   const target = quote(path)
   const lines: Array<string> = []
   if (flag.startsWith("r")) lines.push(`[ -e ${target} ] || ${fail("ENOENT")}`)
@@ -212,11 +213,32 @@ interface Launched {
   readonly finished: Effect.Effect<void, PlatformError.PlatformError>
 }
 
-/** Makes the guest's filesystem available as an `@effect/platform` FileSystem. */
 /** What the guest filesystem needs of a sandbox: it is built from commands. */
 export type CommandRunner = Pick<V86Box.Service, "exec" | "start">
 
+/**
+ * A faster way in for large files than the console: the bytes are staged where the guest
+ * can read them (src/internal/hostShares.ts), and the path it reads them at is answered,
+ * or `undefined` when staging is unavailable. The staged copy lives as long as the scope.
+ */
+export interface BulkWrites {
+  /** Files smaller than this go through the console, which costs less to set up. */
+  readonly minimumBytes: number
+  readonly stage: (bytes: Uint8Array) => Effect.Effect<string | undefined, unknown, Scope.Scope>
+}
+
+/**
+ * Where a live sandbox keeps its BulkWrites, so every filesystem made of it (any user)
+ * uses them. A replayed or recorded sandbox has none: its transcript holds console bytes only.
+ */
+export const bulkWritesKey: unique symbol = Symbol.for("v86box/bulkWrites")
+
+const bulkWritesOf = (box: CommandRunner): BulkWrites | undefined =>
+  (box as CommandRunner & { readonly [bulkWritesKey]?: BulkWrites })[bulkWritesKey]
+
+/** Makes the guest's filesystem available as an `@effect/platform` FileSystem. */
 export const make = (box: CommandRunner, options: GuestFileSystemOptions = {}): FileSystem.FileSystem => {
+  const bulkWrites = bulkWritesOf(box)
   const launch = (
     method: string,
     path: string,
@@ -439,8 +461,20 @@ export const make = (box: CommandRunner, options: GuestFileSystemOptions = {}): 
     },
     watch: (path) =>
       Stream.fail(systemError("watch", path, "Unknown", "watching files is not supported inside the sandbox")),
-    writeFile: (path, data, writeOptions) =>
-      Effect.asVoid(runPaths("writeFile", [path], writeScript(path, writeOptions?.flag ?? "w", writeOptions?.mode, "cat"), data))
+    writeFile: (path, data, writeOptions) => {
+      const flag = writeOptions?.flag ?? "w"
+      const mode = writeOptions?.mode
+      const throughConsole = runPaths("writeFile", [path], writeScript(path, flag, mode, "cat"), data)
+      if (bulkWrites === undefined || data.length < bulkWrites.minimumBytes) return Effect.asVoid(throughConsole)
+      return Effect.asVoid(Effect.scoped(Effect.gen(function*() {
+        yield* checkPaths("writeFile", path)
+        const staged = yield* bulkWrites.stage(data).pipe(
+          Effect.mapError((error) => systemError("writeFile", path, "Unknown", `cannot stage the file for the guest: ${String(error)}`, error))
+        )
+        if (staged === undefined) return yield* throughConsole
+        return yield* run("writeFile", path, writeScript(path, flag, mode, `cat -- ${quote(staged)}`))
+      })))
+    }
   })
   // FileSystem.make derives these from `open`, one guest command per chunk; one command per stream is faster.
   return { ...derived, stream, sink }

@@ -1,0 +1,131 @@
+/**
+ * Host directory mounts against a live VM: what the guest can read and write, what the
+ * host refuses whatever the guest does (read-only after a remount, `..`, symbolic links,
+ * hard links), nothing mounted by default, and bad options refused before any boot.
+ */
+import { describe, expect, it, layer } from "@effect/vitest"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { V86Box } from "../src/index.ts"
+
+/** The host side: a writable and a read-only directory, and a secret beside them that must stay out of reach. */
+const base = mkdtempSync(join(tmpdir(), "v86box-mounts-"))
+const writable = join(base, "writable")
+const readOnly = join(base, "read-only")
+const outside = join(base, "outside")
+const secretName = "host-secret-3f9c1"
+for (const directory of [writable, readOnly, outside]) mkdirSync(directory)
+writeFileSync(join(outside, secretName), "the host's secret\n")
+writeFileSync(join(writable, "from-host.txt"), "written on the host\n")
+writeFileSync(join(readOnly, "keep.txt"), "keep me\n")
+symlinkSync(outside, join(writable, "absolute-link"))
+symlinkSync("../outside", join(writable, "relative-link"))
+
+const mounted = V86Box.layer({
+  mounts: [
+    { host: writable, guest: "/mnt/work", readOnly: false },
+    { host: readOnly, guest: "/mnt/reference" }
+  ]
+})
+
+const run = (command: string) => Effect.flatMap(V86Box, (box) => box.exec(command))
+
+layer(Layer.merge(mounted, Layer.scopedDiscard(Effect.addFinalizer(() => Effect.sync(() => rmSync(base, { recursive: true, force: true }))))), {
+  excludeTestServices: true,
+  timeout: "120 seconds"
+})("host directory mounts on a live VM", (it) => {
+  it.effect("the guest reads a host file and writes one back", () =>
+    Effect.gen(function*() {
+      expect((yield* run("cat /mnt/work/from-host.txt")).stdout).toBe("written on the host\n")
+      expect((yield* run("echo 'written in the guest' > /mnt/work/from-guest.txt")).exitCode).toBe(0)
+      expect(readFileSync(join(writable, "from-guest.txt"), "utf8")).toBe("written in the guest\n")
+      expect((yield* run("mkdir /mnt/work/dir && mv /mnt/work/from-guest.txt /mnt/work/dir/ && ls /mnt/work/dir")).stdout).toBe("from-guest.txt\n")
+      expect(existsSync(join(writable, "dir", "from-guest.txt"))).toBe(true)
+    }))
+
+  it.effect("a read-only mount refuses writes, even after the guest remounts it read-write", () =>
+    Effect.gen(function*() {
+      expect((yield* run("cat /mnt/reference/keep.txt")).stdout).toBe("keep me\n")
+      const before = yield* run("echo x > /mnt/reference/new.txt")
+      expect(before.exitCode).not.toBe(0)
+      expect(before.stderr).toContain("Read-only file system")
+      const remounted = yield* run(
+        "mount -o remount,rw /mnt/reference && echo remounted; echo x > /mnt/reference/new.txt; echo y >> /mnt/reference/keep.txt; rm /mnt/reference/keep.txt; mkdir /mnt/reference/d; true"
+      )
+      expect(remounted.stdout).toBe("remounted\n")
+      expect(remounted.stderr.match(/Read-only file system/g)?.length).toBe(4)
+      expect(readFileSync(join(readOnly, "keep.txt"), "utf8")).toBe("keep me\n")
+      expect(existsSync(join(readOnly, "new.txt"))).toBe(false)
+      expect(existsSync(join(readOnly, "d"))).toBe(false)
+    }))
+
+  it.effect('".." leads to the guest\'s own directories, never the host\'s', () =>
+    Effect.gen(function*() {
+      const escape = yield* run(`cat /mnt/work/../outside/${secretName}; cat /mnt/work/../../outside/${secretName}; ls /mnt/work/..`)
+      expect(escape.stdout).toBe("reference\nwork\n")
+      expect(escape.stderr).toContain("No such file or directory")
+      expect(escape.stdout + escape.stderr).not.toContain("the host's secret")
+    }))
+
+  it.effect("a host symbolic link pointing outside (absolute or relative) resolves inside the guest, not on the host", () =>
+    Effect.gen(function*() {
+      const followed = yield* run(`cat /mnt/work/absolute-link/${secretName}; cat /mnt/work/relative-link/${secretName}`)
+      expect(followed.stdout).toBe("")
+      expect(followed.stderr.match(/No such file or directory/g)?.length).toBe(2)
+    }))
+
+  it.effect("the guest cannot make links that point outside, or hard links to files outside", () =>
+    Effect.gen(function*() {
+      const links = yield* run(
+        "ln -s /etc /mnt/work/etc-link; ln -s ../../../etc/passwd /mnt/work/up-link; ln /etc/passwd /mnt/work/passwd; " +
+          "ln -s from-host.txt /mnt/work/inside-link && cat /mnt/work/inside-link"
+      )
+      expect(links.stderr).toContain("failed to create symbolic link '/mnt/work/etc-link': Operation not permitted")
+      expect(links.stderr).toContain("failed to create symbolic link '/mnt/work/up-link': Operation not permitted")
+      expect(links.stderr).toContain("failed to create hard link '/mnt/work/passwd' => '/etc/passwd': Invalid cross-device link")
+      expect(links.stdout).toBe("written on the host\n")
+      for (const name of ["etc-link", "up-link", "passwd"]) expect(existsSync(join(writable, name))).toBe(false)
+      expect(lstatSync(join(writable, "inside-link")).isSymbolicLink()).toBe(true)
+    }))
+
+  it.effect("device nodes cannot be made in a mount", () =>
+    Effect.gen(function*() {
+      const made = yield* run("mknod /mnt/work/disk b 8 0")
+      expect(made.exitCode).not.toBe(0)
+      expect(existsSync(join(writable, "disk"))).toBe(false)
+    }))
+})
+
+layer(V86Box.layer(), { excludeTestServices: true, timeout: "120 seconds" })("no mounts", (it) => {
+  it.effect("nothing from the host is mounted by default", () =>
+    Effect.gen(function*() {
+      const mounts = yield* run("grep -c ' 9p ' /proc/mounts")
+      expect(mounts.stdout).toBe("0\n")
+    }))
+})
+
+describe("bad mount options", () => {
+  const refused = (mounts: ReadonlyArray<{ host: string; guest: string; readOnly?: boolean }>) =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(Effect.scoped(Layer.build(V86Box.layer({ mounts }))))
+      if (error._tag !== "InvalidOptions") throw new Error(`expected InvalidOptions, got ${error._tag}: ${error.message}`)
+      return error.issues
+    })
+
+  it.effect("are refused with InvalidOptions before anything boots, each field named", () =>
+    Effect.gen(function*() {
+      const directory = tmpdir()
+      const missing = join(directory, "v86box-no-such-directory")
+      expect(yield* refused([{ host: missing, guest: "/mnt/x" }])).toContain("mounts.0.host: must be an existing directory on the host")
+      const notAbsolute = 'mounts.0.guest: must be an absolute guest path other than "/", without ".", ".." or empty parts'
+      expect(yield* refused([{ host: directory, guest: "mnt/x" }])).toContain(notAbsolute)
+      expect(yield* refused([{ host: directory, guest: "/" }])).toContain(notAbsolute)
+      expect(yield* refused([{ host: directory, guest: "/mnt/../etc" }])).toContain(notAbsolute)
+      expect(yield* refused([{ host: directory, guest: "/mnt/x" }, { host: directory, guest: "/mnt/x" }])).toContain(
+        "mounts: two mounts at the guest path /mnt/x"
+      )
+    }))
+})
