@@ -77,6 +77,26 @@ describe("9P file server", () => {
     expect(errnoOf(reply)).toBe(Errno.ENOENT)
   })
 
+  it("the root of all shares lists the exports and cannot change", async () => {
+    const root = await attach("")
+    expect(await open(root, O_RDONLY)).toBeUndefined()
+    const listing = await request(MessageType.Treaddir, (m) => m.u32(root).u64(0).u32(4096))
+    const bytes = listing.raw(listing.u32())
+    const names: Array<string> = []
+    for (let at = 0; at < bytes.length;) {
+      const length = bytes[at + 22]! | (bytes[at + 23]! << 8)
+      names.push(new TextDecoder().decode(bytes.subarray(at + 24, at + 24 + length)))
+      at += 24 + length
+    }
+    expect(names).toEqual([".", "..", "ro", "rw"])
+    const mkdir = await request(MessageType.Tmkdir, (m) => m.u32(root).string("new").u32(0o755).u32(0))
+    expect(errnoOf(mkdir)).toBe(Errno.EROFS)
+    const { fid, walked } = await walk(await attach(""), ["rw", "hello.txt"])
+    expect(walked).toBe(2)
+    expect(await open(fid, O_RDONLY)).toBeUndefined()
+    expect(await read(fid)).toBe("hello\n")
+  })
+
   it("reads a shared file", async () => {
     const { fid, walked } = await walk(await attach("rw"), ["hello.txt"])
     expect(walked).toBe(1)
