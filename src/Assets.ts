@@ -95,6 +95,7 @@ export interface DownloadProgress {
 export interface ResolveOptions {
   readonly assets?: AssetSources | undefined
   readonly assetsDir?: string | undefined
+  /** Called as URL assets download. If it throws, the download fails. */
   readonly onProgress?: ((progress: DownloadProgress) => void) | undefined
 }
 
@@ -233,6 +234,7 @@ export interface CachedAsset {
  */
 export interface DownloadOptions {
   readonly assetsDir?: string | undefined
+  /** Called after each chunk of the download. If it throws, the download fails. */
   readonly onProgress?: ((progress: DownloadProgress) => void) | undefined
 }
 

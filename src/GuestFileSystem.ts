@@ -23,6 +23,7 @@
  * guest command. Not supported: `watch` (fails with `Unknown`).
  *
  * @since 0.1.0
+ * @module
  */
 import * as FileSystem from "@effect/platform/FileSystem"
 import * as Effect from "effect/Effect"

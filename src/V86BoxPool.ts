@@ -109,6 +109,7 @@ export declare namespace V86BoxPool {
    * @category models
    */
   export interface PromisePool extends AsyncDisposable {
+    /** `box.exec` on a sandbox of the pool. */
     readonly exec: (command: string, options?: ExecOptions) => Promise<ExecResult>
     /** Shuts every sandbox down. Safe to call more than once. */
     readonly close: () => Promise<void>

@@ -61,7 +61,7 @@ describe("the packed tarball, installed into an empty project", () => {
       "assets/manifest.json",
       "README.md"
     ]))
-    expect(files.filter((path) => /^(test|transcripts|bench|image|src|testkit|examples)\//.test(path))).toEqual([])
+    expect(files.filter((path) => /^(test|transcripts|bench|image|src|testkit|examples|docs\/api)\//.test(path))).toEqual([])
   })
 
   it("imports v86box and v86box/testkit: boots the bundled image and replays a scripted transcript", async () => {

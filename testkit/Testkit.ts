@@ -4,6 +4,7 @@
  * real service code.
  *
  * @since 0.1.0
+ * @module
  */
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
@@ -76,7 +77,13 @@ export interface RecordOptions {
  */
 export type TestkitError = TranscriptError | StaleTranscript | TranscriptMissing
 
-type LayerError = TestkitError | BootTimeout | AssetError | MachineError | InvalidOptions | SnapshotError
+/**
+ * Everything a testkit layer can fail with: the testkit's errors and the sandbox's.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export type LayerError = TestkitError | BootTimeout | AssetError | MachineError | InvalidOptions | SnapshotError
 
 /**
  * Reads a transcript file.

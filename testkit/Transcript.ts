@@ -3,6 +3,7 @@
  * timings, as NDJSON. The format is documented in docs/transcripts.md.
  *
  * @since 0.1.0
+ * @module
  */
 import * as Effect from "effect/Effect"
 import * as ParseResult from "effect/ParseResult"
@@ -186,8 +187,7 @@ export const render = (transcript: Transcript): string =>
  * A reviewer's reading of the frames in one direction of the console: one string per
  * frame, e.g. `EXEC#3 cmd="echo hi"` or `STDOUT#3 "hi\n"`.
  *
- * @since 0.1.0
- * @category rendering
+ * @internal
  */
 export const glossFrames = (decoder: FrameDecoder, bytes: Uint8Array): Array<string> => {
   try {

@@ -24,7 +24,9 @@ export interface PromiseExecOptions extends ExecOptions {
 
 /** A sandbox driven with Promises. */
 export interface PromiseBox extends AsyncDisposable {
+  /** Runs `bash -c command` to its end; rejects with `CommandTimeout`, `OutputLimitExceeded`… as `exec` fails. */
   readonly exec: (command: string, options?: PromiseExecOptions) => Promise<ExecResult>
+  /** What `box.status` reports. */
   readonly status: () => Promise<Status>
   /** Saves the sandbox between commands (to `path` too, if given); `V86Box.open({ fromSnapshot })` forks it. */
   readonly snapshot: (path?: string) => Promise<Snapshot>
