@@ -6,6 +6,8 @@ import * as FileSystem from "@effect/platform/FileSystem"
 import { expect, layer } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as fc from "fast-check"
 import { createHash, randomBytes } from "node:crypto"
 import * as GuestFileSystem from "../src/GuestFileSystem.ts"
 import { V86Box } from "../src/index.ts"
@@ -20,6 +22,42 @@ layer(sandbox, { excludeTestServices: true, timeout: "120 seconds" })("files, st
   filesSuite(it)
   stdinSuite(it)
   environmentSuite(it)
+
+  it.effect("as another user, large files go in through the host's staging share: owned by that user, appended, staged copy gone", () =>
+    Effect.gen(function*() {
+      const box = yield* V86Box
+      const fs = GuestFileSystem.make(box, { user: "user" })
+      const data = new Uint8Array(randomBytes(300_000))
+      yield* fs.writeFile("/home/user/staged", data)
+      yield* fs.writeFile("/home/user/staged", data, { flag: "a" })
+      const info = yield* fs.stat("/home/user/staged")
+      expect(info.uid).toEqual(Option.some(1000))
+      expect(Number(info.size)).toBe(600_000)
+      expect((yield* box.exec("sha256sum < /home/user/staged")).stdout).toBe(`${sha256(Buffer.concat([data, data]))}  -\n`)
+      expect((yield* box.exec("ls -A /run/v86box/host/staging")).stdout).toBe("")
+      // The guest's permissions still hold: the user cannot write where root owns the directory.
+      const denied = yield* Effect.flip(fs.writeFile("/root/staged", data))
+      expect(denied._tag === "SystemError" && denied.reason).toBe("PermissionDenied")
+    }))
+
+  it.effect.prop(
+    "files around the console/9p threshold (64 KiB) round-trip under arbitrary names",
+    {
+      name: fc.string({ unit: fc.oneof(fc.constantFrom(" ", "'", "\"", "\n", "é", "🎉"), fc.fullUnicode()), minLength: 1, maxLength: 16 })
+        .filter((name) => !name.includes("/") && !name.includes("\0") && name !== "." && name !== ".."),
+      size: fc.integer({ min: 64 * 1024 - 16, max: 64 * 1024 + 16 }),
+      seed: fc.integer({ min: 0, max: 255 })
+    },
+    ({ name, seed, size }) =>
+      Effect.gen(function*() {
+        const fs = yield* FileSystem.FileSystem
+        const data = Uint8Array.from({ length: size }, (_, index) => (index * 31 + seed) % 256)
+        yield* fs.makeDirectory("/tmp/threshold", { recursive: true })
+        yield* fs.writeFile(`/tmp/threshold/${name}`, data)
+        expect(sha256(yield* fs.readFile(`/tmp/threshold/${name}`))).toBe(sha256(data))
+      }),
+    { timeout: 300_000, fastCheck: { numRuns: 12 } }
+  )
 
   it.effect("50 MB written and read back intact (sha256 in the guest and on the host)", () =>
     Effect.gen(function*() {

@@ -307,8 +307,12 @@ export const connect = (
     return yield* withHostShares(service, options.mounts, undefined)
   })
 
-/** Files from this size up go into a live guest through the staging share (9p), not the console. */
-const bulkWriteMinimumBytes = 256 * 1024
+/**
+ * Files from this size up go into a live guest through the staging share (9p), not the
+ * console. Measured: 9p was as fast at 4 KiB and faster from 64 KiB on (7× at 4 MiB);
+ * below the console's 64 KiB stdin window a write is one round trip and needs no host file.
+ */
+const bulkWriteMinimumBytes = 64 * 1024
 
 /**
  * Mounts the user's host directories in the guest (after any resume, so no saved state
