@@ -4,6 +4,7 @@
  * hard links), nothing mounted by default, and bad options refused before any boot.
  */
 import { describe, expect, it, layer } from "@effect/vitest"
+import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs"
@@ -97,6 +98,26 @@ layer(Layer.merge(mounted, Layer.scopedDiscard(Effect.addFinalizer(() => Effect.
       expect(made.exitCode).not.toBe(0)
       expect(existsSync(join(writable, "disk"))).toBe(false)
     }))
+})
+
+describe("snapshots", () => {
+  it.effect("a fork of a sandbox with mounts mounts afresh (its parent's mount died with its server); large writes still work", () =>
+    Effect.gen(function*() {
+      const snapshot = yield* Effect.scoped(Effect.gen(function*() {
+        const parent = yield* Layer.build(mounted).pipe(Effect.map((context) => Context.get(context, V86Box)))
+        expect((yield* parent.exec("cat /mnt/work/from-host.txt")).stdout).toBe("written on the host\n")
+        yield* parent.fs.writeFile("/tmp/staged", new Uint8Array(100_000).fill(7))
+        return yield* parent.snapshot()
+      }))
+      const fork = yield* Layer.build(V86Box.layer({ fromSnapshot: snapshot, mounts: [{ host: readOnly, guest: "/mnt/work" }] })).pipe(
+        Effect.map((context) => Context.get(context, V86Box))
+      )
+      // The fork was told to mount the read-only directory at /mnt/work: it sees that one.
+      expect((yield* fork.exec("cat /mnt/work/keep.txt; ls /mnt/reference")).stdout).toBe("keep me\n")
+      expect((yield* fork.exec("grep -c ' 9p ' /proc/mounts")).stdout).toBe("2\n")
+      yield* fork.fs.writeFile("/tmp/staged-again", new Uint8Array(100_000).fill(9))
+      expect((yield* fork.exec("cmp /tmp/staged-again <(head -c 100000 /dev/zero | tr '\\0' '\\11') && echo same")).stdout).toBe("same\n")
+    }).pipe(Effect.scoped), 300_000)
 })
 
 layer(V86Box.layer(), { excludeTestServices: true, timeout: "120 seconds" })("no mounts", (it) => {
