@@ -5,7 +5,7 @@
  */
 import * as Effect from "effect/Effect"
 import { createHash } from "node:crypto"
-import { cp, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises"
+import { access, cp, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
@@ -72,11 +72,31 @@ describe("v86box run", () => {
   })
 })
 
+describe("v86box snapshot create", () => {
+  it("saves a sandbox after its setup command; --from-snapshot starts from it", async () => {
+    const file = join(tempDir, "prepared.v86state")
+    const created = await v86box(["snapshot", "create", file, "--", "echo prepared > /root/mark; echo setup done"])
+    expect(created.code).toBe(0)
+    expect(created.stdout).toBe("setup done\n")
+    expect(created.stderr).toMatch(/^snapshot written: .*prepared\.v86state \(\d+\.\d MiB\)\n$/)
+    const forked = await v86box(["exec", "--from-snapshot", file, "--", "cat /root/mark"])
+    expect([forked.code, forked.stdout]).toEqual([0, "prepared\n"])
+  }, 180_000)
+
+  it("a failing setup command writes nothing and passes its exit code on", async () => {
+    const file = join(tempDir, "never.v86state")
+    const { code, stderr } = await v86box(["snapshot", "create", file, "--", "exit 3"])
+    expect(code).toBe(3)
+    expect(stderr).toBe("v86box: the setup command exited with code 3; no snapshot was written\n")
+    await expect(access(file)).rejects.toThrow("ENOENT")
+  }, 120_000)
+})
+
 describe("help and usage errors", () => {
   it("--help on the command and on each subcommand", async () => {
     const root = await v86box(["--help"])
     expect(root.code).toBe(0)
-    for (const command of ["exec", "run", "assets fetch", "assets verify"]) {
+    for (const command of ["exec", "run", "assets fetch", "assets verify", "snapshot create"]) {
       expect(stripAnsi(root.stdout)).toContain(`- ${command} `)
     }
     const exec = await v86box(["exec", "--help"])

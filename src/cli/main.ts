@@ -22,12 +22,13 @@ import { assetsCommand } from "./assetsCommand.ts"
 import { execCommand } from "./execCommand.ts"
 import { exitCodes, setExitCode } from "./exitCode.ts"
 import { runCommand } from "./runCommand.ts"
+import { snapshotCommand } from "./snapshotCommand.ts"
 
 const packageVersion: string = JSON.parse(readFileSync(join(dirname(bundledAssetsDir), "package.json"), "utf8")).version
 
 const v86box = Command.make("v86box").pipe(
   Command.withDescription("Run bash commands in a sandboxed x86 Linux VM emulated by v86."),
-  Command.withSubcommands([execCommand, runCommand, assetsCommand])
+  Command.withSubcommands([execCommand, runCommand, assetsCommand, snapshotCommand])
 )
 
 const cli = Command.run(v86box, { name: "v86box", version: packageVersion })

@@ -1,6 +1,6 @@
 /**
  * The options every CLI command that boots a sandbox takes: `--memory`, `--timeout`,
- * `--assets-dir`. They become the `V86BoxOptions` of the layer, so the layer's own
+ * `--assets-dir`, `--from-snapshot`. They become the `V86BoxOptions` of the layer, so the layer's own
  * checks (e.g. memory below what the image needs) apply to them too.
  */
 import * as HelpDoc from "@effect/cli/HelpDoc"
@@ -55,18 +55,25 @@ export const assetsDir = Options.directory("assets-dir").pipe(
   Options.optional
 )
 
-/** The three options together, as one record of the command's config. */
-export const sandboxOptions = { memory, timeout, assetsDir }
+export const fromSnapshot = Options.file("from-snapshot", { exists: "yes" }).pipe(
+  Options.withDescription("Start from a snapshot file (written by `v86box snapshot create`) instead of booting."),
+  Options.optional
+)
+
+/** The options together, as one record of the command's config. */
+export const sandboxOptions = { memory, timeout, assetsDir, fromSnapshot }
 
 /** What the sandbox options parse to. */
 export interface SandboxOptions {
   readonly memory: Option.Option<number>
   readonly timeout: Option.Option<Duration.Duration>
   readonly assetsDir: Option.Option<string>
+  readonly fromSnapshot: Option.Option<string>
 }
 
 export const toV86BoxOptions = (options: SandboxOptions): V86BoxOptions => ({
   memoryMB: Option.getOrUndefined(options.memory),
   commandTimeout: Option.getOrUndefined(options.timeout),
-  assetsDir: Option.getOrUndefined(options.assetsDir)
+  assetsDir: Option.getOrUndefined(options.assetsDir),
+  fromSnapshot: Option.getOrUndefined(options.fromSnapshot)
 })
