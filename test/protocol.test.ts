@@ -64,6 +64,21 @@ describe("frames", () => {
     }
   })
 
+  it.prop("a valid stream with bytes inserted, deleted or cut off decodes or raises ProtocolError, skipping noise or not", [
+    fc.array(frameArbitrary, { minLength: 1, maxLength: 5 }),
+    fc.array(fc.record({ at: fc.nat(), deleteCount: fc.nat({ max: 16 }), insert: fc.uint8Array({ maxLength: 16 }) }), { minLength: 1, maxLength: 4 }),
+    fc.boolean()
+  ], ([frames, edits, skipNoise]) => {
+    const bytes = Array.from(concat(frames.map(encodeFrame)))
+    for (const edit of edits) bytes.splice(edit.at % (bytes.length + 1), edit.deleteCount, ...edit.insert)
+    const decoder = new FrameDecoder({ skipNoise })
+    try {
+      for (const frame of decoder.push(Uint8Array.from(bytes))) expect(frame.payload.length).toBeLessThanOrEqual(MAX_PAYLOAD_BYTES)
+    } catch (error) {
+      expect(error).toBeInstanceOf(ProtocolError)
+    }
+  })
+
   it("noise before the first frame is skipped only when asked", () => {
     const frame = encodeFrame({ type: FrameType.READY, channel: 0, payload: encodePairs([["protocol", "1"]]) })
     const noisy = concat([new TextEncoder().encode("boot noise \x56 more"), frame])

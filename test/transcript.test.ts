@@ -50,6 +50,20 @@ describe("transcript format", () => {
       expect((yield* Effect.flip(Transcript.parse("{\"hello\":1}\n"))).reason).toContain("v86box")
     }))
 
+  it.effect.prop("a valid transcript with characters replaced, deleted or inserted parses or is a TranscriptError", [
+    fc.array(eventArbitrary, { maxLength: 8 }),
+    fc.array(fc.record({ at: fc.nat(), deleteCount: fc.nat({ max: 8 }), insert: fc.string({ maxLength: 8 }) }), { minLength: 1, maxLength: 4 })
+  ], ([events, edits]) =>
+    Effect.gen(function*() {
+      let text = Transcript.render({ header, events })
+      for (const edit of edits) {
+        const at = edit.at % (text.length + 1)
+        text = text.slice(0, at) + edit.insert + text.slice(at + edit.deleteCount)
+      }
+      const result = yield* Effect.either(Transcript.parse(text))
+      if (result._tag === "Left") expect(result.left._tag).toBe("TranscriptError")
+    }))
+
   it.effect.prop("fuzzed transcript text never escapes as an untyped error", [fc.string({ maxLength: 300 })], ([text]) =>
     Effect.gen(function*() {
       const result = yield* Effect.either(Transcript.parse(text))

@@ -18,9 +18,9 @@ layer(V86Box.layer(), { timeout: "120 seconds", excludeTestServices: true })("gu
       Effect.gen(function*() {
         const box = yield* V86Box
         const baseline = yield* guestProcessCount(box)
-        const bomb = yield* Effect.fork(box.exec(forkBomb, { user, timeout: "15 seconds" }))
+        const bomb = yield* Effect.fork(box.exec(forkBomb, { user, timeout: "12 seconds" }))
         // Let it fill the process table, then ask for something else.
-        yield* Effect.sleep("5 seconds")
+        yield* Effect.sleep("4 seconds")
         const meanwhile = yield* Effect.either(guestProcessCount(box))
         const bombError = yield* Effect.flip(Fiber.join(bomb))
         const count = yield* settledProcessCount(box, baseline)

@@ -6,6 +6,8 @@
  * issue promises; anything else (the normal `npm test`) runs a bounded subset.
  */
 import * as Effect from "effect/Effect"
+import { setFlagsFromString } from "node:v8"
+import { runInNewContext } from "node:vm"
 import type { V86Box } from "../../src/index.ts"
 import { runningWorkerCount } from "../../src/internal/v86Machine.ts"
 
@@ -20,11 +22,15 @@ export const report = (test: string, facts: Record<string, unknown>): void => {
   console.log(`[reliability] ${test}: ${JSON.stringify({ scale: fullScale ? "full" : "ci", ...facts })}`)
 }
 
-const collectGarbage = (globalThis as { gc?: () => void }).gc
+// A full collection before each RSS sample makes samples comparable (V8 keeps garbage
+// around until it needs room). `--expose-gc` may be set after start-up; `gc` is then
+// reachable from a fresh context.
+setFlagsFromString("--expose-gc")
+const collectGarbage = runInNewContext("gc") as () => void
 
 /** This process's resident memory in bytes (the emulator's worker thread included), after a GC when exposed. */
 export const hostRss = (): number => {
-  collectGarbage?.()
+  collectGarbage()
   return process.memoryUsage().rss
 }
 
