@@ -1,12 +1,17 @@
 /**
  * Files in and out of the sandbox: write a CSV into the guest, sort it there with GNU
- * tools, read the result back; feed a command on stdin; run one as an unprivileged user.
+ * tools, read the result back; feed a command on stdin; run one as an unprivileged user;
+ * share host directories with the guest (one read-only, one writable); move a large file in.
  *
  *   npx tsx examples/files.ts
  */
 import * as FileSystem from "@effect/platform/FileSystem"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import { createHash } from "node:crypto"
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
 import * as GuestFileSystem from "../src/GuestFileSystem.ts"
 import { V86Box } from "../src/index.ts"
 
@@ -34,11 +39,42 @@ const program = Effect.gen(function*() {
 
   const missing = yield* Effect.flip(fs.readFile("/tmp/work/missing.txt"))
   console.log(`missing file  → ${missing.message}`)
+
+  // Host directories, mounted before the sandbox was ready (see `mounts` below).
+  const counted = yield* box.exec("wc -l /project/*.txt | tail -1 > /results/total.txt; echo hacked > /project/a.txt")
+  console.log(`host results  → ${readFileSync(join(host, "results", "total.txt"), "utf8").trim()}`)
+  console.log(`read-only     → ${counted.stderr.trim()}`)
+
+  // From 64 KiB, files go in through a host share (9p) rather than the console.
+  const big = new Uint8Array(8_000_000).map((_, index) => index % 251)
+  const started = performance.now()
+  yield* fs.writeFile("/tmp/big.bin", big)
+  const seconds = (performance.now() - started) / 1000
+  const guestHash = (yield* box.exec("sha256sum < /tmp/big.bin")).stdout.slice(0, 64)
+  const intact = guestHash === createHash("sha256").update(big).digest("hex")
+  console.log(`8 MB in       → ${intact ? "intact" : "CORRUPTED"}, ${(8 / seconds).toFixed(1)} MB/s`)
 })
 
-const sandbox = Layer.provideMerge(GuestFileSystem.layer, V86Box.layer())
+// A host "project" the guest may read, and a directory it may write its results to.
+const host = mkdtempSync(join(tmpdir(), "v86box-example-"))
+mkdirSync(join(host, "project"))
+mkdirSync(join(host, "results"))
+writeFileSync(join(host, "project", "a.txt"), "one\ntwo\n")
+writeFileSync(join(host, "project", "b.txt"), "three\n")
 
-Effect.runPromise(program.pipe(Effect.provide(sandbox))).catch((error) => {
-  console.error(String(error))
-  process.exit(1)
-})
+const sandbox = Layer.provideMerge(
+  GuestFileSystem.layer,
+  V86Box.layer({
+    mounts: [
+      { host: join(host, "project"), guest: "/project", readOnly: true },
+      { host: join(host, "results"), guest: "/results", readOnly: false }
+    ]
+  })
+)
+
+Effect.runPromise(program.pipe(Effect.provide(sandbox)))
+  .catch((error) => {
+    console.error(String(error))
+    process.exitCode = 1
+  })
+  .finally(() => rmSync(host, { recursive: true, force: true }))

@@ -19,11 +19,14 @@ describe("examples", () => {
     expect(output).toContain("GNU bash, version 5.2")
   }, 150_000)
 
-  it("files: a file in, sorted in the guest, read back; users and errors", async () => {
+  it("files: a file in, sorted in the guest, read back; users and errors; host mounts; a large file", async () => {
     const output = await run("examples/files.ts")
     expect(output).toContain("ranking.txt   → alice,93 | bob,88 | carol,71")
     expect(output).toContain("Permission denied")
     expect(output).toContain("NotFound")
+    expect(output).toContain("host results  → 3 total")
+    expect(output).toContain("read-only     → bash: line 1: /project/a.txt: Read-only file system")
+    expect(output).toContain("8 MB in       → intact")
   }, 150_000)
 
   it("llm-tool: structured results, limits reported instead of thrown", async () => {
