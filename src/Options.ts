@@ -243,15 +243,24 @@ export interface DecodedExecOptions {
 export const defaultBootTimeout = Duration.seconds(60)
 export const defaultMaxOutputBytes = 16 * 1024 * 1024
 
+/**
+ * An optional field is `T | undefined` to the Schema, so a bad value is reported twice:
+ * once against `T` and once as "Expected undefined". The second says nothing a user can act on.
+ */
+const isUndefinedAlternative = (issue: ParseResult.ArrayFormatterIssue, all: ReadonlyArray<ParseResult.ArrayFormatterIssue>) =>
+  issue.message.startsWith("Expected undefined, actual") &&
+  all.some((other) => other !== issue && other.path.join(".") === issue.path.join("."))
+
 const decodeWith = <A, I>(schema: Schema.Schema<A, I>, input: unknown, prefix: string) =>
   Schema.decodeUnknown(schema, { errors: "all", onExcessProperty: "error" })(input).pipe(
-    Effect.mapError((error) =>
-      new InvalidOptions({
-        issues: ParseResult.ArrayFormatter.formatErrorSync(error).map((issue) =>
+    Effect.mapError((error) => {
+      const issues = ParseResult.ArrayFormatter.formatErrorSync(error)
+      return new InvalidOptions({
+        issues: issues.filter((issue) => !isUndefinedAlternative(issue, issues)).map((issue) =>
           `${[prefix, ...issue.path.map(String)].filter((part) => part.length > 0).join(".")}: ${issue.message}`
         )
       })
-    )
+    })
   )
 
 /** @internal */
