@@ -5,7 +5,6 @@
 import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import * as Either from "effect/Either"
 import * as ExecutionStrategy from "effect/ExecutionStrategy"
 import * as Exit from "effect/Exit"
 import * as Mailbox from "effect/Mailbox"
@@ -209,13 +208,9 @@ const resumeFrom = (
 const loadSnapshot = (source: SnapshotSource, imageFingerprint: string, memoryMB: number | undefined) =>
   Effect.gen(function*() {
     const path = typeof source === "string" ? source : source.path
-    const bytes = typeof source === "string"
-      ? yield* StateFile.readBytes(source).pipe(Effect.mapError((reason) => new SnapshotError({ reason, path })))
-      : source.bytes
-    const saved = yield* Either.match(StateFile.decode(bytes), {
-      onLeft: (reason) => Effect.fail(new SnapshotError({ reason, path })),
-      onRight: Effect.succeed
-    })
+    const saved = yield* (typeof source === "string" ? StateFile.read(source) : StateFile.decode(source.bytes)).pipe(
+      Effect.mapError((reason) => new SnapshotError({ reason, path }))
+    )
     const origin = saved.origin
     if (origin === undefined) {
       return yield* Effect.fail(new SnapshotError({ reason: "it is a warm-start state, not a snapshot", path }))

@@ -8,7 +8,7 @@
  */
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
-import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises"
+import { mkdir, open, rename, rm, writeFile } from "node:fs/promises"
 import { dirname } from "node:path"
 import { PROTOCOL_VERSION } from "./protocol.ts"
 import { v86Version } from "./v86Machine.ts"
@@ -85,12 +85,35 @@ export const mismatch = (origin: StateOrigin, expected: StateOrigin): string | u
   return undefined
 }
 
-/** The file's bytes; fails with the reason (missing, unreadable). */
-export const readBytes = (path: string): Effect.Effect<Uint8Array, string> =>
+/** Enough of a file's start to hold its header lines. */
+const HEADER_BYTES = 64 * 1024
+
+/**
+ * The state in the file at `path`, or why it is none (missing, unreadable, not a state).
+ * The raw state is read into a buffer of its own: the emulator's worker can take it
+ * without a copy.
+ */
+export const read = (path: string): Effect.Effect<SavedState, string> =>
   Effect.tryPromise({
-    try: () => readFile(path),
+    try: async (): Promise<Either.Either<SavedState, string>> => {
+      const file = await open(path, "r")
+      try {
+        const { size } = await file.stat()
+        const head = new Uint8Array(Math.min(size, HEADER_BYTES))
+        await file.read(head, 0, head.length, 0)
+        const header = decode(head)
+        if (Either.isLeft(header)) return header
+        const stateStart = head.length - header.right.state.length
+        const state = new Uint8Array(size - stateStart)
+        const { bytesRead } = await file.read(state, 0, state.length, stateStart)
+        if (bytesRead !== state.length) return Either.left("the state file is truncated")
+        return Either.right({ ...header.right, state })
+      } finally {
+        await file.close()
+      }
+    },
     catch: (error) => (error as NodeJS.ErrnoException).code === "ENOENT" ? "no such file" : `cannot read it: ${String(error)}`
-  })
+  }).pipe(Effect.flatMap((result) => result))
 
 /** Writes atomically (a temporary file, then a rename): readers never see half a state. */
 export const write = (path: string, bytes: Uint8Array): Effect.Effect<void, Error> =>

@@ -25,7 +25,11 @@ export interface V86MachineConfig {
   readonly rootfs: Uint8Array | undefined
   readonly cmdline: string
   readonly memoryMB: number
-  /** A state from `saveState`: the machine resumes from it instead of booting. */
+  /**
+   * A state from `saveState`: the machine resumes from it instead of booting. The machine
+   * takes it: an array that spans its whole buffer is moved to the worker (and is empty
+   * afterwards), any other is copied.
+   */
   readonly initialState?: Uint8Array | undefined
   /**
    * Answers the guest's 9P requests (its virtio-9p device, mount tag `host9p`): a request's
@@ -79,6 +83,39 @@ export const v86Version: string = (createRequire(import.meta.url)("v86/package.j
  * worker, however the scope ends.
  */
 export const make = (config: V86MachineConfig): Effect.Effect<Machine, MachineError, Scope.Scope> =>
+  // The images (root disk, saved state: tens of MB) are posted and forgotten: the
+  // machine's closures live as long as it does and are made where `config` is not seen.
+  Effect.map(start({ onKernelLog: config.onKernelLog, fileServer: config.fileServer }), ({ machine, worker }) => {
+    const state = config.initialState === undefined ? undefined : ownedBuffer(config.initialState)
+    worker.postMessage({
+      type: "boot",
+      config: {
+        wasm: config.wasm,
+        bios: config.bios,
+        vgaBios: config.vgaBios,
+        kernel: config.kernel,
+        initrd: config.initrd,
+        // A state holds the disk's contents: the worker needs only its size.
+        rootfs: state === undefined ? config.rootfs : undefined,
+        rootfsBytes: config.rootfs?.byteLength,
+        cmdline: config.cmdline,
+        memoryMB: config.memoryMB,
+        initialState: state
+      }
+    }, state === undefined ? [] : [state.buffer])
+    return machine
+  })
+
+/** The bytes in a buffer of their own, which can be moved to the worker instead of copied. */
+const ownedBuffer = (bytes: Uint8Array): Uint8Array<ArrayBuffer> =>
+  bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength && bytes.buffer instanceof ArrayBuffer
+    ? bytes as Uint8Array<ArrayBuffer>
+    : bytes.slice()
+
+/** The worker and the machine over it, waiting for its "boot" message. */
+const start = (
+  hooks: Pick<V86MachineConfig, "onKernelLog" | "fileServer">
+): Effect.Effect<{ readonly machine: Machine; readonly worker: Worker }, MachineError, Scope.Scope> =>
   Effect.gen(function*() {
     const kernelLog = new ConsoleTail()
     const serialDecoder = new TextDecoder()
@@ -99,7 +136,7 @@ export const make = (config: V86MachineConfig): Effect.Effect<Machine, MachineEr
     }
 
     const onSerial = (bytes: Uint8Array) => {
-      config.onKernelLog?.(bytes)
+      hooks.onKernelLog?.(bytes)
       const text = serialDecoder.decode(bytes, { stream: true })
       kernelLog.append(text)
       // Look at the new text plus a little before it: a message may straddle two chunks.
@@ -145,7 +182,7 @@ export const make = (config: V86MachineConfig): Effect.Effect<Machine, MachineEr
       }
     })
     const answerFileRequest = (id: number, request: Uint8Array) => {
-      const answer = config.fileServer?.(request) ?? Promise.resolve(errorReply(tagOf(request), "EOPNOTSUPP"))
+      const answer = hooks.fileServer?.(request) ?? Promise.resolve(errorReply(tagOf(request), "EOPNOTSUPP"))
       void answer.catch(() => errorReply(tagOf(request), "EIO")).then((reply) => {
         if (failure === undefined) worker.postMessage({ type: "files-reply", id, bytes: reply }, [reply.buffer as ArrayBuffer])
       })
@@ -158,21 +195,6 @@ export const make = (config: V86MachineConfig): Effect.Effect<Machine, MachineEr
       liveWorkers.delete(worker)
       Deferred.unsafeDone(stopped, Effect.void)
       fail(`the emulator worker exited (code ${code})`)
-    })
-
-    worker.postMessage({
-      type: "boot",
-      config: {
-        wasm: config.wasm,
-        bios: config.bios,
-        vgaBios: config.vgaBios,
-        kernel: config.kernel,
-        initrd: config.initrd,
-        rootfs: config.rootfs,
-        cmdline: config.cmdline,
-        memoryMB: config.memoryMB,
-        initialState: config.initialState
-      }
     })
 
     const alive = Effect.suspend(() => (failure === undefined ? Effect.void : Effect.fail(failure)))
@@ -198,7 +220,7 @@ export const make = (config: V86MachineConfig): Effect.Effect<Machine, MachineEr
       })
     }
     yield* Effect.addFinalizer(() => Effect.sync(() => fail("the machine was shut down")))
-    return machine
+    return { machine, worker }
   })
 
 /** Asks the worker to destroy its emulator; terminates it if it does not finish in time. */

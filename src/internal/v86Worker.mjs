@@ -4,7 +4,8 @@
 //
 // Messages in (from src/internal/v86Machine.ts):
 //   { type: "boot", config }   config: { wasm, bios, vgaBios, kernel, initrd, rootfs, cmdline,
-//                                        memoryMB, initialState }   (ArrayBuffers / Module)
+//                                        memoryMB, initialState, rootfsBytes }   (ArrayBuffers / Module)
+//                              with initialState, rootfs is left out: the state holds the disk
 //   { type: "input", bytes }   bytes for the agent console (guest /dev/hvc0)
 //   { type: "save", id }       save the machine state
 //   { type: "files-reply", id, bytes }  the 9P reply to the "files" request `id`
@@ -19,11 +20,26 @@
 //   { _tag: "failed", message }         the emulator could not start or crashed
 //   { _tag: "stopped" }
 // (checked with a Schema on arrival, in v86Machine.ts)
+import { setFlagsFromString } from "node:v8"
+import { runInNewContext } from "node:vm"
 import { parentPort } from "node:worker_threads"
 import V86 from "v86"
 
 const port = parentPort
 if (port === null) throw new Error("v86Worker.mjs must run in a worker thread")
+
+/**
+ * A full garbage collection of this thread. Booting, restoring and saving leave ~100 MB
+ * of copies behind (images, state blocks, the packed memory), and an idle emulator
+ * allocates too little for V8 ever to collect them: without this every idle sandbox
+ * keeps them. The flag is turned back off once the function is in hand.
+ */
+const collectGarbage = (() => {
+  setFlagsFromString("--expose-gc")
+  const gc = runInNewContext("gc")
+  setFlagsFromString("--no-expose-gc")
+  return () => setTimeout(gc, 0)
+})()
 
 /** Guest receive buffers of the virtio console are one page each. */
 const GUEST_BUFFER_BYTES = 4096
@@ -101,8 +117,11 @@ const arrayBufferOf = (bytes) =>
     : bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength)
 
 const boot = (config) => {
+  // v86 keeps `options` (and so this function) for the emulator's life: what it holds
+  // must not include the images, which are needed only until the machine runs.
+  const wasm = config.wasm
   const options = {
-    wasm_fn: async (imports) => (await WebAssembly.instantiate(config.wasm, imports)).exports,
+    wasm_fn: async (imports) => (await WebAssembly.instantiate(wasm, imports)).exports,
     memory_size: config.memoryMB * 1024 * 1024,
     vga_memory_size: 2 * 1024 * 1024,
     bios: { buffer: arrayBufferOf(config.bios) },
@@ -125,15 +144,29 @@ const boot = (config) => {
   }
   // The root disk is needed after a restore too: the kernel reads it lazily.
   if (config.rootfs !== undefined) options.hda = { buffer: arrayBufferOf(config.rootfs) }
-  if (config.initialState !== undefined) {
-    options.initial_state = { buffer: arrayBufferOf(config.initialState) }
+  // A saved state carries the disk's contents, which replace these: a disk of the same
+  // size made of untouched (zero) pages is all v86 needs until then, and costs no RAM.
+  else if (config.rootfsBytes !== undefined) options.hda = { buffer: new ArrayBuffer(config.rootfsBytes) }
+  // A saved state is restored by `resume` once v86 has loaded, not as `initial_state`.
+  const state = config.initialState === undefined ? undefined : arrayBufferOf(config.initialState)
+  if (state !== undefined) {
+    options.autostart = false
   } else {
     options.bzimage = { buffer: arrayBufferOf(config.kernel) }
     if (config.initrd !== undefined) options.initrd = { buffer: arrayBufferOf(config.initrd) }
     options.cmdline = config.cmdline
   }
   emulator = new V86(options)
-  emulator.add_listener("emulator-started", () => port.postMessage({ _tag: "started" }))
+  if (state !== undefined) emulator.add_listener("emulator-loaded", () => void resume(state))
+  emulator.add_listener("emulator-started", () => {
+    port.postMessage({ _tag: "started" })
+    // Booted or restored: the kernel is in guest memory now, and the disk in v86's own
+    // buffer (a restore replaces it with the state's copy). v86's loader keeps the
+    // kernel's buffers all the same: detach them to free them.
+    for (const image of ["bzimage", "initrd"]) detach(options[image]?.buffer)
+    for (const image of ["hda", "bzimage", "initrd"]) delete options[image]
+    collectGarbage()
+  })
   emulator.add_listener("serial0-output-byte", (byte) => {
     outbox.serial.push(Uint8Array.of(byte))
     scheduleFlush()
@@ -143,6 +176,39 @@ const boot = (config) => {
     outbox.agent.push(bytes.slice())
     scheduleFlush()
   })
+}
+
+/** Frees an ArrayBuffer's memory now, whoever still holds the (then empty) buffer. */
+const detach = (buffer) => {
+  if (buffer !== undefined) structuredClone(buffer, { transfer: [buffer] })
+}
+
+const PAGE_BYTES = 4096
+
+/**
+ * Restores a saved state into the loaded, not yet started machine, then starts it. v86
+ * clears all of guest memory first, which touches every page; a new machine's memory is
+ * zero already but for the BIOS, so only pages in use are cleared, and the pages the
+ * saved guest never used cost no host RAM (tens of MB per sandbox).
+ */
+const resume = async (state) => {
+  const cpu = emulator.v86.cpu
+  const clearMemory = cpu.zero_memory
+  cpu.zero_memory = (start, length) => {
+    for (let page = start; page < start + length; page += PAGE_BYTES) {
+      if (!cpu.is_memory_zeroed(page, PAGE_BYTES)) clearMemory(page, PAGE_BYTES)
+    }
+  }
+  try {
+    await emulator.restore_state(state)
+  } catch (error) {
+    port.postMessage({ _tag: "failed", message: `the saved state did not restore: ${String(error?.message ?? error)}` })
+    return
+  } finally {
+    cpu.zero_memory = clearMemory
+    detach(state)
+  }
+  emulator.run()
 }
 
 const stop = async () => {
@@ -174,7 +240,10 @@ port.on("message", (message) => {
       }
       case "save":
         emulator.save_state().then(
-          (state) => port.postMessage({ _tag: "saved", id: message.id, state }, [state]),
+          (state) => {
+            port.postMessage({ _tag: "saved", id: message.id, state }, [state])
+            collectGarbage()
+          },
           (error) => port.postMessage({ _tag: "failed", message: `save_state failed: ${String(error)}` })
         )
         break

@@ -7,7 +7,6 @@
  * its own emulator) and the protocol version.
  */
 import * as Effect from "effect/Effect"
-import * as Either from "effect/Either"
 import * as Option from "effect/Option"
 import { createHash } from "node:crypto"
 import { rm } from "node:fs/promises"
@@ -32,10 +31,7 @@ export const defaultStatePath = (key: StateKey, assetsDir: string | undefined): 
 
 /** The saved state, if the file exists and is one of ours; anything unreadable counts as none. */
 export const read = (path: string): Effect.Effect<Option.Option<StateFile.SavedState>> =>
-  StateFile.readBytes(path).pipe(
-    Effect.map((bytes) => Either.getRight(StateFile.decode(bytes))),
-    Effect.orElseSucceed(() => Option.none())
-  )
+  StateFile.read(path).pipe(Effect.option)
 
 export const write = (path: string, saved: StateFile.SavedState): Effect.Effect<void, Error> =>
   StateFile.write(path, StateFile.encode(saved))
