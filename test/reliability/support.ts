@@ -85,13 +85,23 @@ export const settledProcessCount = (box: V86Box.Service, baseline: number) =>
     return count
   })
 
-/** The guest agent's (PID 1) resident memory in kB. */
+/**
+ * Resident memory in kB of the guest's long-lived processes: the agent (PID 1 and its
+ * v86box-agent children) and the bash it forks commands from; not the bash measuring.
+ */
 export const agentRssKb = (box: V86Box.Service) =>
-  Effect.map(box.exec("read -r name < /proc/1/comm; while read -r key value unit; do [ \"$key\" = VmRSS: ] && echo \"$name $value\"; done < /proc/1/status"), (result) => {
-    const [name, kb] = result.stdout.trim().split(" ")
-    if (name !== "v86box-agent") throw new Error(`PID 1 is ${name}, not the agent`)
-    return Number(kb)
-  })
+  Effect.map(
+    box.exec([
+      "total=0",
+      "for d in /proc/[0-9]*; do",
+      "  read -r name < \"$d/comm\" 2>/dev/null || continue",
+      "  [ \"$name\" = v86box-agent ] || { [ \"$name\" = bash ] && [ \"${d#/proc/}\" != $$ ]; } || continue",
+      "  while read -r key value unit; do [ \"$key\" = VmRSS: ] && total=$((total + value)); done < \"$d/status\"",
+      "done",
+      "echo $total"
+    ].join("\n")),
+    (result) => Number(result.stdout.trim())
+  )
 
 /** Handles and requests that keep Node's event loop alive, by kind (`Timeout`, `MessagePort`…). */
 export const activeResources = (): Map<string, number> => {
