@@ -1,18 +1,25 @@
 /**
  * The benchmark table (npm run bench): v86box beside its peers, all measured in this run.
  *
- *   v86box        the SDK: V86Box.layer + exec/start over the agent protocol
+ *   v86box        the SDK: V86Box.layer + exec/start over the agent protocol, V86BoxPool
  *   seed-style    the same image with an interactive bash on ttyS0, driven by prompt
  *                 scraping (how the seed project worked)
  *   raw floor     the same image with a byte echo / a flood on the virtio console: what
  *                 the channel itself costs, with no protocol and no shell
+ *   just-bash     the just-bash npm package: a bash interpreter in JavaScript, in this
+ *                 process (no VM, its own implementations of the commands)
  *
  * Options: --quick (fewer runs, for a smoke test).
  */
+import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
 import * as Stream from "effect/Stream"
+import { Bash } from "just-bash"
+import { randomBytes } from "node:crypto"
+import { cpus, loadavg, totalmem } from "node:os"
 import { parseArgs } from "node:util"
-import { V86Box } from "../src/index.ts"
+import { V86Box, V86BoxPool } from "../src/index.ts"
 import { bootRawMachine, percentile, type RawMachine } from "./lib/raw.ts"
 
 const { values: flags } = parseArgs({ options: { quick: { type: "boolean", default: false } } })
@@ -20,13 +27,21 @@ const quick = flags.quick
 const coldRuns = quick ? 1 : 3
 const execRuns = quick ? 30 : 200
 const stdoutBytes = quick ? 2_000_000 : 20_000_000
+const stdinBytes = quick ? 1_000_000 : 8_000_000
+const fileBytes = quick ? 1_000_000 : 8_000_000
 const serialBytes = quick ? 20_000 : 200_000
+const poolRounds = quick ? 1 : 3
+/** Timings are measured, not limited: a busy host must not make the run fail. */
+const patient = { bootTimeout: "10 minutes" } as const
+/** A CPU-bound job: a shell loop, no I/O (about a second of emulated CPU on a quiet core). */
+const cpuJob = `i=0; while [ $i -lt ${quick ? 3000 : 10000} ]; do i=$((i+1)); done; echo $i`
 
 interface Row {
   readonly figure: string
   readonly v86box: number | undefined
-  readonly seed: number | undefined
-  readonly raw: number | undefined
+  readonly seed?: number | undefined
+  readonly raw?: number | undefined
+  readonly justBash?: number | undefined
   readonly unit: string
   /** Whether a larger number is better (throughput) or worse (latency). */
   readonly higherIsBetter: boolean
@@ -41,24 +56,32 @@ const timed = async <A>(run: () => Promise<A>): Promise<[number, A]> => {
 
 const median = (values: ReadonlyArray<number>) => percentile(values, 50)
 
-/** Layer build → first exec result, on a fresh VM each time: booted (cold) or resumed (warm). */
-const v86boxStart = async (warmStart: boolean): Promise<number> => {
-  // The first warm start may have to boot and save the state: that one is not measured.
-  if (warmStart) await Effect.runPromise(Effect.scoped(Effect.flatMap(V86Box, (box) => box.exec("true")).pipe(Effect.provide(V86Box.layer()))))
+/** Layer build → first exec result, on a fresh VM each time: booted (cold), resumed (warm) or forked. */
+const v86boxStart = async (options: Parameters<typeof V86Box.layer>[0]): Promise<number> => {
   const times: Array<number> = []
   for (let run = 0; run < coldRuns; run++) {
     const [ms] = await timed(() =>
       Effect.runPromise(Effect.scoped(Effect.gen(function*() {
         const box = yield* V86Box
         return yield* box.exec("true")
-      }).pipe(Effect.provide(V86Box.layer({ warmStart })))))
+      }).pipe(Effect.provide(V86Box.layer({ ...patient, ...options })))))
     )
     times.push(ms)
   }
   return median(times)
 }
 
-/** exec("true") latencies and stdout throughput on one VM. */
+/** A sandbox with a file written in it, saved: what the fork figure starts from. */
+const takeSnapshot = () =>
+  Effect.runPromise(Effect.scoped(Effect.gen(function*() {
+    const box = yield* V86Box
+    yield* box.fs.writeFileString("/root/prepared", "ready\n")
+    return yield* box.snapshot()
+  }).pipe(Effect.provide(V86Box.layer(patient)))))
+
+const megabytesPerSecond = (bytes: number, startedAt: number) => bytes / 1e6 / ((performance.now() - startedAt) / 1000)
+
+/** exec("true") latencies, stdout, stdin and file throughput on one VM. */
 const v86boxWarm = () =>
   Effect.runPromise(Effect.scoped(Effect.gen(function*() {
     const box = yield* V86Box
@@ -69,18 +92,76 @@ const v86boxWarm = () =>
       yield* box.exec("true")
       latencies.push(performance.now() - start)
     }
-    const start = performance.now()
+
+    let start = performance.now()
     const process = yield* box.start(`head -c ${stdoutBytes} /dev/zero`)
     const received = yield* Stream.runFold(process.stdout, 0, (total, bytes) => total + bytes.length)
     yield* process.exitCode
-    const seconds = (performance.now() - start) / 1000
+    const stdoutMBps = megabytesPerSecond(stdoutBytes, start)
     if (received !== stdoutBytes) throw new Error(`stdout: received ${received} of ${stdoutBytes} bytes`)
-    return { p50: percentile(latencies, 50), p95: percentile(latencies, 95), stdoutMBps: stdoutBytes / 1e6 / seconds }
-  }).pipe(Effect.provide(V86Box.layer()))))
+
+    const input = new Uint8Array(randomBytes(stdinBytes))
+    start = performance.now()
+    const counted = yield* box.exec("wc -c", { stdin: input })
+    const stdinMBps = megabytesPerSecond(stdinBytes, start)
+    if (Number(counted.stdout.trim()) !== stdinBytes) throw new Error(`stdin: the guest counted ${counted.stdout.trim()} bytes`)
+
+    const file = new Uint8Array(randomBytes(fileBytes))
+    start = performance.now()
+    yield* box.fs.writeFile("/tmp/bench-file", file)
+    const fileWriteMBps = megabytesPerSecond(fileBytes, start)
+    start = performance.now()
+    const back = yield* box.fs.readFile("/tmp/bench-file")
+    const fileReadMBps = megabytesPerSecond(fileBytes, start)
+    if (Buffer.compare(back, file) !== 0) throw new Error("files: what was read back differs from what was written")
+
+    return {
+      p50: percentile(latencies, 50),
+      p95: percentile(latencies, 95),
+      stdoutMBps,
+      stdinMBps,
+      fileWriteMBps,
+      fileReadMBps
+    }
+  }).pipe(Effect.provide(V86Box.layer(patient)))))
+
+/**
+ * Throughput of N sandboxes: a pool of N started sandboxes runs N CPU-bound jobs at once,
+ * `poolRounds` times; jobs per second. With 1 this is one sandbox's speed. Also the host
+ * RSS each idle sandbox adds (the process's RSS with the N sandboxes up and idle, minus
+ * before, over N), taken before any job ran.
+ */
+const poolThroughput = (size: number) =>
+  Effect.runPromise(Effect.scoped(Effect.gen(function*() {
+    const rssBefore = process.memoryUsage().rss
+    const pool = Context.get(yield* Layer.build(V86BoxPool.layer({ size, min: size, mode: "reuse", sandbox: patient })), V86BoxPool)
+    const allAtOnce = (command: string) =>
+      Effect.all(Array.from({ length: size }, () => pool.exec(command)), { concurrency: size })
+    yield* allAtOnce("true")
+    // Let the workers finish what a resume leaves to do (and collect its garbage).
+    yield* Effect.sleep("3 seconds")
+    const rssPerSandboxMB = (process.memoryUsage().rss - rssBefore) / size / 1e6
+    yield* allAtOnce(cpuJob)
+    const start = performance.now()
+    for (let round = 0; round < poolRounds; round++) {
+      const results = yield* allAtOnce(cpuJob)
+      if (results.some((result) => result.exitCode !== 0)) throw new Error("pool: a job failed")
+    }
+    return { jobsPerSecond: (size * poolRounds) / ((performance.now() - start) / 1000), rssPerSandboxMB }
+  })))
+
+/** just-bash's exec("true"): an interpreter in this process, no VM. */
+const justBash = async () => {
+  const bash = new Bash()
+  for (let warm = 0; warm < 10; warm++) await bash.exec("true")
+  const latencies: Array<number> = []
+  for (let run = 0; run < execRuns; run++) latencies.push((await timed(() => bash.exec("true")))[0])
+  return { p50: percentile(latencies, 50), p95: percentile(latencies, 95) }
+}
 
 /** The seed's way: bash on ttyS0, a command typed, the prompt scraped. */
 const seedStyle = async () => {
-  const [bootMs, machine] = await timed(() => bootRawMachine("serial-shell"))
+  const [bootMs, machine] = await timed(() => bootRawMachine("serial-shell", 600_000))
   try {
     const [firstMs] = await timed(() => machine.serialCommand("true"))
     const latencies: Array<number> = []
@@ -100,7 +181,7 @@ const seedStyle = async () => {
 
 /** The channel alone: 1-byte echo round trips, then a flood from the guest. */
 const rawFloor = async () => {
-  const [bootMs, echo]: [number, RawMachine] = await timed(() => bootRawMachine("virtio-echo"))
+  const [bootMs, echo]: [number, RawMachine] = await timed(() => bootRawMachine("virtio-echo", 600_000))
   try {
     const latencies: Array<number> = []
     await echo.virtioRoundTrip()
@@ -118,7 +199,7 @@ const rawFloor = async () => {
 }
 
 const format = (value: number | undefined, unit: string) =>
-  value === undefined ? "—" : unit === "MB/s" ? value.toFixed(2) : value.toFixed(1)
+  value === undefined ? "—" : unit === "ms" || unit === "MB" ? value.toFixed(1) : value.toFixed(2)
 
 const ratio = (ours: number | undefined, theirs: number | undefined, higherIsBetter: boolean) => {
   if (ours === undefined || theirs === undefined || ours === 0 || theirs === 0) return "—"
@@ -128,28 +209,53 @@ const ratio = (ours: number | undefined, theirs: number | undefined, higherIsBet
 
 const main = async () => {
   console.log(`v86box benchmark — ${quick ? "quick" : "full"} run, node ${process.version}, ${new Date().toISOString()}`)
-  const coldMs = await v86boxStart(false)
-  const warmMs = await v86boxStart(true)
+  console.log(`host: ${cpus().length} × ${cpus()[0]?.model ?? "?"}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, load ${loadavg().map((load) => load.toFixed(1)).join(" ")}`)
+  // The first sandbox may have to boot and save the warm-start state: not measured.
+  await v86boxStart({})
+  const pools = []
+  for (const size of [1, 2, 4]) pools.push(await poolThroughput(size))
+  const coldMs = await v86boxStart({ warmStart: false })
+  const warmMs = await v86boxStart({})
+  const forkMs = await v86boxStart({ fromSnapshot: await takeSnapshot() })
   const warm = await v86boxWarm()
   const seed = await seedStyle()
   const raw = await rawFloor()
+  const just = await justBash()
+  const [one, two, four] = pools
 
   const rows: Array<Row> = [
     { figure: "cold boot → first result", v86box: coldMs, seed: seed.coldMs, raw: raw.coldMs, unit: "ms", higherIsBetter: false, goal: "≤ 1500" },
-    { figure: "warm start → first result", v86box: warmMs, seed: undefined, raw: undefined, unit: "ms", higherIsBetter: false, goal: "≤ 120" },
-    { figure: 'exec("true") p50', v86box: warm.p50, seed: seed.p50, raw: raw.p50, unit: "ms", higherIsBetter: false, goal: "≤ 6" },
-    { figure: 'exec("true") p95', v86box: warm.p95, seed: seed.p95, raw: raw.p95, unit: "ms", higherIsBetter: false },
-    { figure: "stdout throughput", v86box: warm.stdoutMBps, seed: seed.stdoutMBps, raw: raw.stdoutMBps, unit: "MB/s", higherIsBetter: true, goal: "≥ 3" }
+    { figure: "warm start → first result", v86box: warmMs, unit: "ms", higherIsBetter: false, goal: "≤ 120" },
+    { figure: "fork (fromSnapshot) → first result", v86box: forkMs, unit: "ms", higherIsBetter: false },
+    { figure: 'exec("true") p50', v86box: warm.p50, seed: seed.p50, raw: raw.p50, justBash: just.p50, unit: "ms", higherIsBetter: false, goal: "≤ 6" },
+    { figure: 'exec("true") p95', v86box: warm.p95, seed: seed.p95, raw: raw.p95, justBash: just.p95, unit: "ms", higherIsBetter: false },
+    { figure: "stdout throughput", v86box: warm.stdoutMBps, seed: seed.stdoutMBps, raw: raw.stdoutMBps, unit: "MB/s", higherIsBetter: true, goal: "≥ 3" },
+    { figure: "stdin throughput", v86box: warm.stdinMBps, unit: "MB/s", higherIsBetter: true },
+    { figure: "file write (box.fs)", v86box: warm.fileWriteMBps, unit: "MB/s", higherIsBetter: true },
+    { figure: "file read (box.fs)", v86box: warm.fileReadMBps, unit: "MB/s", higherIsBetter: true },
+    { figure: "pool: 1 sandbox, CPU-bound jobs", v86box: one?.jobsPerSecond, unit: "jobs/s", higherIsBetter: true },
+    { figure: "pool: 2 sandboxes at once", v86box: two?.jobsPerSecond, unit: "jobs/s", higherIsBetter: true },
+    { figure: "pool: 4 sandboxes at once", v86box: four?.jobsPerSecond, unit: "jobs/s", higherIsBetter: true },
+    {
+      figure: "pool scaling, 4 vs 1",
+      v86box: four !== undefined && one !== undefined ? four.jobsPerSecond / one.jobsPerSecond : undefined,
+      unit: "×",
+      higherIsBetter: true,
+      goal: "≥ 1.8"
+    },
+    { figure: "host RSS per idle sandbox", v86box: four?.rssPerSandboxMB, unit: "MB", higherIsBetter: false, goal: "≤ 120" }
   ]
-  const header = ["figure", "v86box", "seed-style", "raw floor", "unit", "vs seed", "vs floor", "goal"]
+  const header = ["figure", "v86box", "seed-style", "raw floor", "just-bash", "unit", "vs seed", "vs floor", "vs just-bash", "goal"]
   const lines = rows.map((row) => [
     row.figure,
     format(row.v86box, row.unit),
     format(row.seed, row.unit),
     format(row.raw, row.unit),
+    format(row.justBash, row.unit),
     row.unit,
     ratio(row.v86box, row.seed, row.higherIsBetter),
     ratio(row.v86box, row.raw, row.higherIsBetter),
+    ratio(row.v86box, row.justBash, row.higherIsBetter),
     row.goal ?? ""
   ])
   const widths = header.map((title, column) => Math.max(title.length, ...lines.map((line) => line[column]!.length)))
@@ -160,7 +266,11 @@ const main = async () => {
   for (const line of lines) console.log(render(line))
   console.log()
   console.log("Ratios: how many times better v86box is (>1× is better; latencies inverted).")
-  console.log(`exec runs: ${execRuns}; stdout: ${stdoutBytes / 1e6} MB (serial baseline: ${serialBytes / 1e6} MB, it is that slow)`)
+  console.log(
+    `exec runs: ${execRuns}; stdout: ${stdoutBytes / 1e6} MB (serial baseline: ${serialBytes / 1e6} MB, it is that slow); ` +
+      `stdin: ${stdinBytes / 1e6} MB; files: ${fileBytes / 1e6} MB; pool: ${poolRounds} rounds of \`${cpuJob}\``
+  )
+  console.log(`RSS per sandbox at 1/2/4: ${pools.map((pool) => pool.rssPerSandboxMB.toFixed(0)).join(" / ")} MB; load after: ${loadavg()[0]!.toFixed(1)}`)
 }
 
 main().then(() => process.exit(0), (error) => {
