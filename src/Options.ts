@@ -245,11 +245,12 @@ export const defaultMaxOutputBytes = 16 * 1024 * 1024
 
 /**
  * An optional field is `T | undefined` to the Schema, so a bad value is reported twice:
- * once against `T` and once as "Expected undefined". The second says nothing a user can act on.
+ * once against `T` (at the field, or deeper inside it) and once as "Expected undefined".
+ * The second says nothing a user can act on.
  */
 const isUndefinedAlternative = (issue: ParseResult.ArrayFormatterIssue, all: ReadonlyArray<ParseResult.ArrayFormatterIssue>) =>
   issue.message.startsWith("Expected undefined, actual") &&
-  all.some((other) => other !== issue && other.path.join(".") === issue.path.join("."))
+  all.some((other) => other !== issue && issue.path.every((part, index) => other.path[index] === part))
 
 const decodeWith = <A, I>(schema: Schema.Schema<A, I>, input: unknown, prefix: string) =>
   Schema.decodeUnknown(schema, { errors: "all", onExcessProperty: "error" })(input).pipe(
