@@ -31,10 +31,12 @@ const ignoreStreamErrors = Effect.sync(() => {
   for (const out of [process.stdout, process.stderr]) out.on("error", () => {})
 }).pipe(Effect.cached, Effect.runSync)
 
-/** The host's stdin as a stream of bytes, for `--stdin`. */
-export const hostStdin: Stream.Stream<Uint8Array, Error> = Stream.fromAsyncIterable(
-  process.stdin as AsyncIterable<Uint8Array>,
-  (error) => error instanceof Error ? error : new Error(String(error))
+/** The host's stdin as a stream of bytes, for `--stdin` (opened only when the command starts reading it). */
+export const hostStdin: Stream.Stream<Uint8Array, Error> = Stream.suspend(() =>
+  Stream.fromAsyncIterable(
+    process.stdin as AsyncIterable<Uint8Array>,
+    (error) => error instanceof Error ? error : new Error(String(error))
+  )
 )
 
 export const runStreamed = (box: V86Box.Service, command: string, options?: ExecOptions) =>
