@@ -8,34 +8,47 @@ import { describe, expect, it, layer } from "@effect/vitest"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs"
+import { randomBytes } from "node:crypto"
+import { existsSync, lstatSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { V86Box } from "../src/index.ts"
 
 /** The host side: a writable and a read-only directory, and a secret beside them that must stay out of reach. */
-const base = mkdtempSync(join(tmpdir(), "v86box-mounts-"))
+const base = join(tmpdir(), `v86box-mounts-${process.pid}-${randomBytes(4).toString("hex")}`)
 const writable = join(base, "writable")
 const readOnly = join(base, "read-only")
 const outside = join(base, "outside")
 const secretName = "host-secret-3f9c1"
-for (const directory of [writable, readOnly, outside]) mkdirSync(directory)
-writeFileSync(join(outside, secretName), "the host's secret\n")
-writeFileSync(join(writable, "from-host.txt"), "written on the host\n")
-writeFileSync(join(readOnly, "keep.txt"), "keep me\n")
-symlinkSync(outside, join(writable, "absolute-link"))
-symlinkSync("../outside", join(writable, "relative-link"))
 
-const mounted = V86Box.layer({
+/** Made when a suite that needs it starts, removed when it ends (filtered runs leave nothing behind). */
+const hostDirectories = Layer.scopedDiscard(
+  Effect.acquireRelease(
+    Effect.sync(() => {
+      // A run killed midway may have left its directories: start from nothing.
+      rmSync(base, { recursive: true, force: true })
+      for (const directory of [writable, readOnly, outside]) mkdirSync(directory, { recursive: true })
+      writeFileSync(join(outside, secretName), "the host's secret\n")
+      writeFileSync(join(writable, "from-host.txt"), "written on the host\n")
+      writeFileSync(join(readOnly, "keep.txt"), "keep me\n")
+      symlinkSync(outside, join(writable, "absolute-link"))
+      symlinkSync("../outside", join(writable, "relative-link"))
+    }),
+    () => Effect.sync(() => rmSync(base, { recursive: true, force: true }))
+  )
+)
+
+const mountOptions = {
   mounts: [
     { host: writable, guest: "/mnt/work", readOnly: false },
     { host: readOnly, guest: "/mnt/reference" }
   ]
-})
+}
 
 const run = (command: string) => Effect.flatMap(V86Box, (box) => box.exec(command))
 
-layer(Layer.merge(mounted, Layer.scopedDiscard(Effect.addFinalizer(() => Effect.sync(() => rmSync(base, { recursive: true, force: true }))))), {
+// The directories must exist before the options are checked: provide builds them first.
+layer(Layer.provideMerge(V86Box.layer(mountOptions), hostDirectories), {
   excludeTestServices: true,
   timeout: "120 seconds"
 })("host directory mounts on a live VM", (it) => {
@@ -102,10 +115,12 @@ layer(Layer.merge(mounted, Layer.scopedDiscard(Effect.addFinalizer(() => Effect.
 })
 
 describe("snapshots", () => {
-  it.effect("a fork of a sandbox with mounts mounts afresh (its parent's mount died with its server); large writes still work", () =>
+  // Live clock: a sandbox's boot and shutdown wait on real time.
+  it.live("a fork of a sandbox with mounts mounts afresh (its parent's mount died with its server); large writes still work", () =>
     Effect.gen(function*() {
+      yield* Layer.build(hostDirectories)
       const snapshot = yield* Effect.scoped(Effect.gen(function*() {
-        const parent = yield* Layer.build(mounted).pipe(Effect.map((context) => Context.get(context, V86Box)))
+        const parent = yield* Layer.build(V86Box.layer(mountOptions)).pipe(Effect.map((context) => Context.get(context, V86Box)))
         expect((yield* parent.exec("cat /mnt/work/from-host.txt")).stdout).toBe("written on the host\n")
         yield* parent.fs.writeFile("/tmp/staged", new Uint8Array(100_000).fill(7))
         return yield* parent.snapshot()
