@@ -15,6 +15,7 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Logger from "effect/Logger"
+import * as LogLevel from "effect/LogLevel"
 import { readFileSync } from "node:fs"
 import { dirname, join } from "node:path"
 import { bundledAssetsDir } from "../Assets.ts"
@@ -54,11 +55,13 @@ const program = Effect.suspend(() => cli(process.argv)).pipe(
     const report = error._tag === "HostOutputClosed" ? Effect.void : Console.error(`v86box: ${error.message}`)
     return Effect.zipRight(report, setExitCode(exitCodeOf(error)))
   }),
-  // Log lines (e.g. a saved state that would not resume) go to stderr: stdout is the guest's.
+  // The sandbox's warnings (e.g. a saved state that would not resume, so it booted cold)
+  // are shown with `--log-level warning`, on stderr: by default stderr is the guest's alone.
   Effect.provide(Layer.mergeAll(
     NodeContext.layer,
     CliConfig.layer({ showBuiltIns: false }),
-    Logger.replace(Logger.defaultLogger, Logger.withConsoleError(Logger.prettyLogger()))
+    Logger.replace(Logger.defaultLogger, Logger.withConsoleError(Logger.prettyLogger())),
+    Logger.minimumLogLevel(LogLevel.Error)
   ))
 )
 
