@@ -106,11 +106,14 @@ export const make = (config: V86MachineConfig): Effect.Effect<Machine, MachineEr
     return machine
   })
 
-/** The bytes in a buffer of their own, which can be moved to the worker instead of copied. */
+/**
+ * The bytes in a buffer of their own, which can be moved to the worker instead of copied.
+ * (`new Uint8Array(bytes)` copies; a Node Buffer's `slice` would not.)
+ */
 const ownedBuffer = (bytes: Uint8Array): Uint8Array<ArrayBuffer> =>
   bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength && bytes.buffer instanceof ArrayBuffer
     ? bytes as Uint8Array<ArrayBuffer>
-    : bytes.slice()
+    : new Uint8Array(bytes)
 
 /** The worker and the machine over it, waiting for its "boot" message. */
 const start = (
@@ -146,7 +149,7 @@ const start = (
 
     const worker = yield* Effect.acquireRelease(
       Effect.try({
-        try: () => new Worker(workerUrl),
+        try: takeWorker,
         catch: (error) => new MachineError({ reason: `cannot start the emulator worker: ${String(error)}`, consoleTail: "" })
       }),
       (worker) => stopWorker(worker, stopped)
@@ -157,6 +160,7 @@ const start = (
       switch (message._tag) {
         case "started":
           Deferred.unsafeDone(started, Effect.void)
+          prepareSpareWorker()
           break
         case "agent":
           if (failure === undefined) agentOutput.unsafeOffer(message.bytes)
@@ -222,6 +226,41 @@ const start = (
     yield* Effect.addFinalizer(() => Effect.sync(() => fail("the machine was shut down")))
     return { machine, worker }
   })
+
+/**
+ * A worker started ahead (thread up, v86 loaded, no machine yet) for the next sandbox:
+ * starting a thread and loading v86 costs ~100 ms on a quiet machine, most of what a warm
+ * start waits for before the emulator runs. It is made once a sandbox's emulator runs, so
+ * it does not compete with that start, and it never keeps the process alive.
+ */
+let spare: { readonly worker: Worker; readonly forget: () => void } | undefined
+
+const prepareSpareWorker = () => {
+  if (spare !== undefined) return
+  try {
+    const worker = new Worker(workerUrl)
+    worker.unref()
+    // A spare that fails before it is used is forgotten; the next sandbox starts its own.
+    const forget = () => {
+      if (spare?.worker === worker) spare = undefined
+    }
+    worker.on("error", forget)
+    worker.on("exit", forget)
+    spare = { worker, forget }
+  } catch {
+    // No spare: the next sandbox starts its worker itself, as the first one did.
+  }
+}
+
+const takeWorker = (): Worker => {
+  const taken = spare
+  spare = undefined
+  if (taken === undefined) return new Worker(workerUrl)
+  taken.worker.off("error", taken.forget)
+  taken.worker.off("exit", taken.forget)
+  taken.worker.ref()
+  return taken.worker
+}
 
 /** Asks the worker to destroy its emulator; terminates it if it does not finish in time. */
 const stopWorker = (worker: Worker, stopped: Deferred.Deferred<void>) =>
