@@ -3,7 +3,9 @@
  * `--stdio`: the same frames the SDK sends over the virtio console, without a VM.
  */
 import { execFileSync, spawn, type ChildProcessWithoutNullStreams } from "node:child_process"
-import { existsSync, readdirSync, readFileSync } from "node:fs"
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { afterEach, beforeAll, describe, expect, it } from "vitest"
 import {
@@ -236,11 +238,11 @@ describe.skipIf(!canRunAsPid1)("the agent as PID 1", () => {
     const spawned = await agent.run(1, [["cmd", "(sleep 0.1 &); (setsid sleep 0.2 &); echo $PPID"]])
     expect(text(spawned.stdout)).toBe("2\n")
     await sleep(500)
-    // Everything outside this command's own session (setsid makes its id $$): PID 1, the
-    // agent and its shell server (started third, so pid 3).
-    const processes = await agent.run(2, [["cmd", "ps -eo pid=,stat=,sid= | awk -v me=$$ '$3 != me'"]])
+    // Everything outside this command's own session (setsid makes its id $$) and the
+    // session of the agent's shell server (started third, so pid 3, with its spare).
+    const processes = await agent.run(2, [["cmd", "ps -eo pid=,stat=,sid= | awk -v me=$$ '$3 != me && $3 != 3'"]])
     const lines = text(processes.stdout).trim().split("\n").map((line) => line.trim().split(/\s+/))
-    expect(lines.map(([pid]) => pid)).toEqual(["1", "2", "3"])
+    expect(lines.map(([pid]) => pid)).toEqual(["1", "2"])
     expect(lines.some(([, stat]) => stat!.startsWith("Z"))).toBe(false)
   })
 
@@ -346,13 +348,21 @@ describe("running commands", () => {
   it("runs concurrent commands on separate channels, interleaved", async () => {
     const agent = await startAgent()
     const channels = Array.from({ length: 10 }, (_, index) => index + 1)
+    // Each command waits until all ten have checked in: they can only finish together.
+    const meeting = mkdtempSync(join(tmpdir(), "v86box-meeting-"))
     for (const channel of channels) {
       agent.exec(channel, [
-        ["cmd", "for i in 1 2 3; do echo $NAME-$i; echo err-$NAME >&2; sleep 0.05; done; exit $NAME"],
-        ["env", `NAME=${channel}`]
+        [
+          "cmd",
+          "touch \"$MEET/$NAME\"; until [ $(ls \"$MEET\" | wc -l) = 10 ]; do sleep 0.01; done; " +
+          "for i in 1 2 3; do echo $NAME-$i; echo err-$NAME >&2; done; exit $NAME"
+        ],
+        ["env", `NAME=${channel}`],
+        ["env", `MEET=${meeting}`]
       ])
     }
-    const results = await Promise.all(channels.map((channel) => agent.result(channel)))
+    const results = await Promise.all(channels.map((channel) => agent.result(channel, 20_000)))
+    rmSync(meeting, { recursive: true, force: true })
     results.forEach((result, index) => {
       const name = index + 1
       expect(text(result.stdout)).toBe(`${name}-1\n${name}-2\n${name}-3\n`)
@@ -363,7 +373,7 @@ describe("running commands", () => {
     const firstExit = agent.frames.findIndex((frame) => frame.type === FrameType.EXIT)
     expect(started.length).toBe(10)
     expect(agent.frames.indexOf(started.at(-1)!)).toBeLessThan(firstExit)
-  })
+  }, 30_000)
 })
 
 describe("stdin", () => {
@@ -629,10 +639,53 @@ const shellServerOf = (agent: Agent): number | undefined => {
   return undefined
 }
 
+/** Children of the agent that run its shell server script: the server, and a spare once one is ready. */
+const serverChildrenOf = (agent: Agent): Array<number> =>
+  readdirSync("/proc").filter((entry) => /^\d+$/.test(entry)).map(Number).filter((pid) => {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, "utf8")
+      const parent = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1])
+      return parent === agent.process.pid &&
+        readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(`__v86box_agent=${agent.process.pid} `)
+    } catch {
+      return false
+    }
+  })
+
+/** Waits until a spare is ready (the agent makes one once it has been idle a moment); its pid. */
+const readySpare = async (agent: Agent): Promise<number> => {
+  const deadline = Date.now() + 5000
+  while (Date.now() < deadline) {
+    const server = shellServerOf(agent)
+    const spare = serverChildrenOf(agent).find((pid) => pid !== server)
+    // Ready = adopted and waiting: give it a moment to report after adoption.
+    if (spare !== undefined) {
+      await sleep(50)
+      return spare
+    }
+    await sleep(10)
+  }
+  throw new Error("no spare shell within 5 s")
+}
+
 describe("the shell server (commands forked from a bash started once)", () => {
+  it("runs a command in the waiting spare: STARTED names the spare's pid", async () => {
+    const agent = await startAgent()
+    for (const channel of [1, 2, 3]) {
+      await readySpare(agent)
+      const waiting = serverChildrenOf(agent)
+      const result = await agent.run(channel, [["cmd", "echo $BASHPID"]])
+      // A process that existed before the EXEC: no fork, let alone an execve, for it.
+      expect(waiting).toContain(result.pid)
+      expect(Number(text(result.stdout))).toBe(result.pid)
+    }
+  })
+
   it("gives each command its own pid, reported in STARTED, and its own process group", async () => {
     const agent = await startAgent()
+    await readySpare(agent)
     const first = await agent.run(1, [["cmd", "echo $BASHPID $(ps -o pgid= -p $BASHPID)"]])
+    await readySpare(agent)
     const second = await agent.run(2, [["cmd", "echo $BASHPID $(ps -o pgid= -p $BASHPID)"]])
     for (const result of [first, second]) {
       const [pid, group] = text(result.stdout).trim().split(/\s+/).map(Number)
@@ -644,6 +697,8 @@ describe("the shell server (commands forked from a bash started once)", () => {
 
   it("keeps what bash -c shows a command: $0, $-, no variables or functions of its own, default signals", async () => {
     const agent = await startAgent()
+    await readySpare(agent)
+    const waiting = serverChildrenOf(agent)
     const result = await agent.run(1, [[
       "cmd",
       "echo \"$0 $- $_ [${FUNCNAME[*]}]\"; compgen -v | grep -c __v86box; declare -F | wc -l; grep SigIgn /proc/self/status; break; echo after"
@@ -651,6 +706,7 @@ describe("the shell server (commands forked from a bash started once)", () => {
     expect(text(result.stdout)).toBe("bash hBc bash []\n0\n0\nSigIgn:\t0000000000000000\nafter\n")
     expect(text(result.stderr)).toContain("break: only meaningful")
     expect(result.exit).toEqual({ code: 0, signal: 0 })
+    expect(waiting).toContain(result.pid)
   })
 
   it("runs a command that mentions $$ in a fresh bash, so $$ is its own pid", async () => {
@@ -661,13 +717,15 @@ describe("the shell server (commands forked from a bash started once)", () => {
     expect(Number(text(second.stdout))).toBe(second.pid)
   })
 
-  it("delivers a SIGNAL sent before the command started, killing its whole group", async () => {
+  it("delivers a SIGNAL sent while the spare is still starting the command, killing its whole group", async () => {
     const agent = await startAgent()
-    agent.exec(1, [["cmd", "sleep 100 & sleep 100"]])
+    await readySpare(agent)
+    // A duration no other process on the host uses, as ps sees the host's processes.
+    agent.exec(1, [["cmd", "sleep 987.25 & sleep 987.25"]])
     agent.send({ type: FrameType.SIGNAL, channel: 1, payload: encodeU32(9) })
     const result = await agent.result(1)
     expect(result.exit).toEqual({ code: 137, signal: 9 })
-    const leftovers = await agent.run(2, [["cmd", "ps -eo args= | grep -c '^sleep 100' || true"]])
+    const leftovers = await agent.run(2, [["cmd", "ps -eo args= | grep -c '^sleep 987.25' || true"]])
     expect(text(leftovers.stdout)).toBe("0\n")
   })
 

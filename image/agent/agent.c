@@ -23,6 +23,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/reboot.h>
 #include <sys/resource.h>
@@ -45,6 +46,9 @@
 #define STDIN_WINDOW 65536
 #define DRAIN_TIMEOUT_MS 200
 #define START_ERROR_MAX 1024
+/* Processes one command may have at once (a cgroup's pids.max): a fork bomb stops here. */
+#define COMMAND_PIDS_MAX 256
+#define CGROUP_ROOT "/sys/fs/cgroup"
 
 enum frame_type {
 	FRAME_PING = 0x02,
@@ -89,17 +93,20 @@ struct channel {
 	int64_t drain_deadline; /* monotonic ms: stop waiting for EOF on the pipes after this */
 	bool past_deadline;
 	/*
-	 * Started through the shell server and not yet reported (pid is 0): the command's
-	 * ends of its pipes and its request stay open here until the subshell has opened
-	 * them, its output is not read yet, and a signal waits in pending_signal.
+	 * Started through the shell server and not yet reported: the command's ends of its
+	 * pipes and its request stay open here until the subshell has opened them, and its
+	 * output is not read yet. While queued (pid 0), a signal waits in pending_signal.
 	 */
 	bool starting;
+	bool queued; /* waiting for a spare: no process yet */
 	int handoff[4];
 	uint32_t pending_signal;
 	bool discard; /* the start failed and ERROR was sent: free without EXIT */
+	bool cgroup; /* has a cgroup of its own, removed with the channel */
 };
 
 struct exec_request {
+	uint32_t cgroup_id; /* 0: none */
 	const char *cmd;
 	const char *cwd;
 	bool set_ids;
@@ -121,6 +128,7 @@ static int console_out = -1;
 static int sigchld_fd = -1;
 static struct channel *channels;
 static struct rlimit original_nofile;
+static bool use_cgroups; /* in the guest: each command in its own pids-limited cgroup */
 
 static unsigned char frame_in[HEADER_SIZE + MAX_PAYLOAD];
 static size_t frame_in_len;
@@ -169,6 +177,74 @@ static bool set_nonblocking(int fd)
 {
 	int flags = fcntl(fd, F_GETFL);
 	return flags >= 0 && fcntl(fd, F_SETFL, flags | O_NONBLOCK) == 0;
+}
+
+static int write_text(const char *path, const char *text)
+{
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	int result = write(fd, text, strlen(text)) < 0 ? -1 : 0;
+	close(fd);
+	return result;
+}
+
+/*
+ * Guest only: cgroup v2 with the pids controller, so each command gets its own process
+ * cap (root ignores RLIMIT_NPROC). Without it commands just run uncapped.
+ */
+static void setup_cgroups(void)
+{
+	if (mount("cgroup2", CGROUP_ROOT, "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0 && errno != EBUSY) {
+		warn("mount cgroup2: %s", strerror(errno));
+		return;
+	}
+	/* cpu: a command's processes share one command's CPU time, so a fork bomb
+	 * slows itself, not the other commands. */
+	if (write_text(CGROUP_ROOT "/cgroup.subtree_control", "+pids +cpu") < 0 &&
+	    write_text(CGROUP_ROOT "/cgroup.subtree_control", "+pids") < 0) {
+		warn("cgroup pids controller: %s", strerror(errno));
+		return;
+	}
+	use_cgroups = true;
+}
+
+static void command_cgroup_path(uint32_t id, char *path, size_t size, const char *file)
+{
+	snprintf(path, size, CGROUP_ROOT "/command-%u%s%s", id, file ? "/" : "", file ? file : "");
+}
+
+/* Makes the command's cgroup; false (and it runs uncapped) if that fails. */
+static bool make_command_cgroup(uint32_t id)
+{
+	char path[96], limit[16];
+	if (!use_cgroups)
+		return false;
+	command_cgroup_path(id, path, sizeof path, NULL);
+	if (mkdir(path, 0755) < 0 && errno != EEXIST)
+		return false;
+	command_cgroup_path(id, path, sizeof path, "pids.max");
+	snprintf(limit, sizeof limit, "%d", COMMAND_PIDS_MAX);
+	return write_text(path, limit) == 0;
+}
+
+/* Moves pid (0: the caller) into the command's cgroup. */
+static void enter_command_cgroup(uint32_t id, pid_t pid)
+{
+	char path[96], text[16];
+	command_cgroup_path(id, path, sizeof path, "cgroup.procs");
+	snprintf(text, sizeof text, "%d", (int)pid);
+	if (write_text(path, text) < 0) {
+		/* The command then runs without its cap; nothing else depends on it. */
+	}
+}
+
+/* Removes it once empty; a process that escaped keeps it (and its cap) alive. */
+static void remove_command_cgroup(uint32_t id)
+{
+	char path[96];
+	command_cgroup_path(id, path, sizeof path, NULL);
+	rmdir(path);
 }
 
 static void put_u32(unsigned char *p, uint32_t n)
@@ -302,6 +378,8 @@ static void free_channel(struct channel *channel)
 	close_fd(&channel->stdin_fd);
 	for (int i = 0; i < 4; i++)
 		close_fd(&channel->handoff[i]);
+	if (channel->cgroup)
+		remove_command_cgroup(channel->id);
 	free(channel->stdin_buf);
 	free(channel);
 }
@@ -425,6 +503,10 @@ static _Noreturn void run_command(const struct exec_request *request, int stdin_
 
 	if (setsid() < 0)
 		fail_start(error_fd, "setsid", "");
+	if (request->cgroup_id)
+		enter_command_cgroup(request->cgroup_id, 0);
+	/* The agent runs at the highest priority so a busy guest still hears the host. */
+	setpriority(PRIO_PROCESS, 0, 0);
 	reset_signals();
 	/* Raising the score back from -1000 needs no privilege. A failure means the agent
 	 * could not lower its own either (no /proc), so there is nothing to undo. */
@@ -511,30 +593,40 @@ static struct channel *new_channel(uint32_t id)
 	return channel;
 }
 
+static void receive_signal(struct channel *channel, uint32_t sig);
+
 /*
  * The shell server.
  *
- * Under v86 every execve costs ~60 ms of emulated time (a fork ~1 ms), so starting
- * each command as a fresh `bash -c` makes even `true` slow. Instead the agent starts
- * one bash at boot and, per command, sends it a request line "ID FD": FD is a memfd
- * of the agent holding the request. The server forks a job (its own process group,
- * thanks to `set -m`), which forks the command's subshell and exits, so the subshell
- * is re-parented to the agent (a child subreaper) and the agent reaps it as it
- * reaps a `bash -c` child. The subshell opens its pipes through /proc/AGENT/fd,
- * waits until it is the agent's child (were it to exit before the job does, the
- * job's bash would reap it and its status would be lost), reports "ID PID" (or
- * "ID !why") on the server's stdout, and evals the command from the same clean
- * environment a `bash -c` child would get.
+ * Under v86 a fresh `bash -c` per command costs millions of emulated instructions
+ * (execve, the dynamic loader, bash's start-up), and even a fork of bash costs ~0.6
+ * million. So the agent starts one bash at boot, the server, and keeps one "spare"
+ * ready before it is needed: a subshell forked from the server that is already the
+ * agent's child, waiting for a request. A command then only costs what it does.
+ *
+ * - The server reads a line from its stdin per spare wanted and forks a job (its own
+ *   process group, thanks to `set -m`), which forks the spare and exits: the spare is
+ *   re-parented to the agent (a child subreaper), so the agent reaps it and gets its
+ *   exit status as it does for a `bash -c` child. Until the job is gone, the spare
+ *   waits (were it to exit first, the job's bash would reap it).
+ * - The spare reports "spare PID", then reads one request line "ID FD" from the
+ *   requests pipe: FD is a memfd of the agent holding the request. It opens its
+ *   pipes through /proc/AGENT/fd, reports "ID PID" (or "ID !why"), and evals the
+ *   command at the top level of a subshell, from the clean environment a `bash -c`
+ *   child would get. The agent asks for the next spare once a spare took its request,
+ *   so only one spare ever reads the requests pipe.
  *
  * What differs from `bash -c`, so such commands take the exec path: `$$` (a subshell
  * keeps the server's), a uid or gid, environment names bash treats specially, and a
  * cwd that is not a directory (the exec path reports chdir's error).
  */
+
 /*
- * Runs in the server (a `bash -c` with __v86box_agent and __v86box_idle set before
- * it). The command is eval'd at the top level of a subshell, not in a function, so
- * FUNCNAME, `return`, `break` and `local` behave as in `bash -c`. A subshell can
- * only sleep without a fork by reading a pipe nobody writes to: the idle pipe.
+ * Runs in the server (a `bash -c` with __v86box_agent, __v86box_requests and
+ * __v86box_idle set before it). FUNCNAME, `return`, `break` and `local` behave as in
+ * `bash -c` because the command is not eval'd inside a function or loop. A subshell
+ * can only sleep without a fork by reading a pipe nobody writes to: the idle pipe. Its
+ * EOF (or the requests pipe's) means the agent is gone, and the spare exits.
  */
 static const char shell_server_script[] =
 	"set -m\n"
@@ -545,6 +637,15 @@ static const char shell_server_script[] =
 	"\texec {__v86box_report}>&1\n"
 	"\tlocal p=/proc/$__v86box_agent/fd r i o e d n v\n"
 	"\tlocal -a env=()\n"
+	"\tif ! __v86box_adopted; then\n"
+	"\t\texec {r}<\"$p/$__v86box_idle\" || exit 127\n"
+	"\t\tuntil __v86box_adopted; do read -r -t 0.002 -u $r; (( $? > 128 )) || exit 0; done\n"
+	"\t\texec {r}<&-\n"
+	"\tfi\n"
+	"\texec {r}<\"$p/$__v86box_requests\" || exit 127\n"
+	"\tprintf 'spare %s\\n' \"$BASHPID\" >&$__v86box_report\n"
+	"\tread -r -u $r __v86box_id __v86box_fd || exit 0\n"
+	"\texec {r}<&-\n"
 	"\texec {r}<\"$p/$__v86box_fd\" || __v86box_fail 'cannot open the request'\n"
 	"\tIFS= read -r -d '' -u $r i; IFS= read -r -d '' -u $r o; IFS= read -r -d '' -u $r e\n"
 	"\tIFS= read -r -d '' -u $r d; IFS= read -r -d '' -u $r n\n"
@@ -555,49 +656,100 @@ static const char shell_server_script[] =
 	"\texec >\"$p/$o\" 2>\"$p/$e\" || __v86box_fail 'cannot open stdout and stderr'\n"
 	"\tif [[ $d ]]; then cd -- \"$d\" 2>/dev/null || __v86box_fail \"chdir $d: No such file or directory\"; unset OLDPWD; fi\n"
 	"\t(( ${#env[@]} == 0 )) || export -- \"${env[@]}\"\n"
-	"\tif ! __v86box_adopted; then\n"
-	"\t\texec {r}<\"$p/$__v86box_idle\" || __v86box_fail 'cannot open the idle pipe'\n"
-	"\t\tuntil __v86box_adopted; do read -r -t 0.002 -u $r; done\n"
-	"\t\texec {r}<&-\n"
-	"\tfi\n"
 	"\tprintf '%s %s\\n' \"$__v86box_id\" \"$BASHPID\" >&$__v86box_report\n"
 	"\texec {__v86box_report}>&-\n"
 	"\tunset -f __v86box_fail __v86box_adopted __v86box_prepare\n"
 	"}\n"
-	"while read -r __v86box_id __v86box_fd; do\n"
-	"\t( set -m; ( __v86box_prepare; eval \"unset -v __v86box_agent __v86box_idle __v86box_id __v86box_fd __v86box_report;\"\\\n"
-	"\t\t\" BASH_EXECUTION_STRING=\\$__v86box_cmd; unset -v __v86box_cmd; : bash; $__v86box_cmd\" ) & ) &\n"
+	"while read -r __v86box_wanted; do\n"
+	"\t( set -m; ( __v86box_prepare; eval \"unset -v __v86box_agent __v86box_requests __v86box_idle __v86box_id\"\\\n"
+	"\t\t\" __v86box_fd __v86box_report __v86box_wanted; BASH_EXECUTION_STRING=\\$__v86box_cmd; unset -v __v86box_cmd;\"\\\n"
+	"\t\t\" : bash; $__v86box_cmd\" ) & ) &\n"
 	"\twait $!\n"
 	"done\n";
 
-static pid_t server_pid = -1;
-static int server_requests = -1; /* write end of the server's stdin */
-static int server_reports = -1; /* read end of the server's stdout */
-static int server_idle[2] = { -1, -1 }; /* a pipe nobody writes to: subshells wait on it */
+/*
+ * The pipes every server and spare share live as long as the agent: a spare outlives
+ * the server that forked it. The agent keeps both ends of each.
+ */
+static int server_reports[2] = { -1, -1 }; /* the servers' and spares' stdout */
+static int spare_requests[2] = { -1, -1 }; /* the waiting spare opens the read end */
+static int server_idle[2] = { -1, -1 }; /* a pipe nobody writes to: spares wait on it */
 static char server_report_buf[4096];
 static size_t server_report_len;
 
-static void stop_shell_server(void)
+static pid_t server_pid = -1;
+static int64_t server_started_ms;
+static int server_wants = -1; /* write end of the server's stdin: a line per spare wanted */
+static bool spare_wanted; /* asked the server for one that has not reported yet */
+static pid_t spare_pid = -1; /* the spare waiting for a request, or -1 */
+static bool request_in_flight; /* a spare is reading its request line from the pipe */
+static int64_t spare_due_ms; /* when to ask for a spare if the guest is still idle; 0: not due */
+
+/* Back-to-back commands take the exec path rather than compete with a spare's forks. */
+#define SPARE_IDLE_MS 20
+
+static bool open_server_pipes(void)
 {
-	close_fd(&server_requests);
-	close_fd(&server_reports);
-	close_fd(&server_idle[0]);
-	close_fd(&server_idle[1]);
-	server_report_len = 0;
-	server_pid = -1;
+	if (server_reports[0] >= 0)
+		return true;
+	if (pipe2(server_reports, O_CLOEXEC) < 0 || pipe2(spare_requests, O_CLOEXEC) < 0 ||
+	    pipe2(server_idle, O_CLOEXEC) < 0 || !set_nonblocking(server_reports[0]) ||
+	    !set_nonblocking(spare_requests[0]) || !set_nonblocking(spare_requests[1])) {
+		warn("shell server pipes: %s", strerror(errno));
+		for (int i = 0; i < 2; i++) {
+			close_fd(&server_reports[i]);
+			close_fd(&spare_requests[i]);
+			close_fd(&server_idle[i]);
+		}
+		return false;
+	}
+	return true;
 }
 
-/* Starts the server; on failure commands simply take the exec path. */
+static void want_spare(void);
+
+/* Asks for a spare once no command has run for SPARE_IDLE_MS. */
+static void want_spare_when_idle(void)
+{
+	if (spare_pid < 0 && !spare_wanted)
+		spare_due_ms = now_ms() + SPARE_IDLE_MS;
+}
+
+/* Called by the main loop: the spare is due and nothing runs. */
+static void make_spare_if_due(int64_t now)
+{
+	if (!spare_due_ms || now < spare_due_ms)
+		return;
+	spare_due_ms = 0;
+	for (struct channel *channel = channels; channel; channel = channel->next)
+		if (!channel->exited) {
+			want_spare_when_idle();
+			return;
+		}
+	want_spare();
+}
+
+/* Only when no spare is reading the requests pipe, so two never read it at once. */
+static void want_spare(void)
+{
+	if (server_wants < 0 || spare_wanted || spare_pid > 0 || request_in_flight)
+		return;
+	if (write(server_wants, "\n", 1) == 1)
+		spare_wanted = true;
+}
+
+/* Starts a server and asks for a spare; on failure commands take the exec path. */
 static void start_shell_server(void)
 {
-	int requests[2] = { -1, -1 }, reports[2] = { -1, -1 }, null_fd = -1;
+	int wants[2] = { -1, -1 }, null_fd = -1;
 	char *script = NULL;
 
-	if (pipe2(requests, O_CLOEXEC) < 0 || pipe2(reports, O_CLOEXEC) < 0 ||
-	    (server_idle[0] < 0 && pipe2(server_idle, O_CLOEXEC) < 0) ||
+	if (!open_server_pipes())
+		return;
+	if (pipe2(wants, O_CLOEXEC) < 0 || !set_nonblocking(wants[1]) ||
 	    (null_fd = open("/dev/null", O_WRONLY | O_CLOEXEC)) < 0 ||
-	    asprintf(&script, "__v86box_agent=%d __v86box_idle=%d\n%s", (int)getpid(), server_idle[0],
-		     shell_server_script) < 0) {
+	    asprintf(&script, "__v86box_agent=%d __v86box_requests=%d __v86box_idle=%d\n%s", (int)getpid(),
+		     spare_requests[0], server_idle[0], shell_server_script) < 0) {
 		warn("shell server: %s", strerror(errno));
 		script = NULL;
 		goto out;
@@ -609,22 +761,16 @@ static void start_shell_server(void)
 		goto out;
 	}
 	if (pid == 0)
-		run_command(&request, requests[0], reports[1], null_fd, -1);
+		run_command(&request, wants[0], server_reports[1], null_fd, -1);
 	server_pid = pid;
-	server_requests = requests[1];
-	server_reports = reports[0];
-	requests[1] = reports[0] = -1;
-	if (!set_nonblocking(server_requests) || !set_nonblocking(server_reports)) {
-		kill(-pid, SIGKILL);
-		close_fd(&server_requests);
-		close_fd(&server_reports);
-		/* Reaped as the server later, which only resets what is reset already. */
-	}
+	server_started_ms = now_ms();
+	server_wants = wants[1];
+	wants[1] = -1;
+	spare_wanted = false;
+	want_spare();
 out:
-	close_fd(&requests[0]);
-	close_fd(&requests[1]);
-	close_fd(&reports[0]);
-	close_fd(&reports[1]);
+	close_fd(&wants[0]);
+	close_fd(&wants[1]);
 	close_fd(&null_fd);
 	free(script);
 }
@@ -657,7 +803,7 @@ static bool shell_reads_at_start(const char *name, size_t len)
 static bool server_can_run(const struct exec_request *request)
 {
 	struct stat st;
-	if (server_requests < 0 || request->set_ids)
+	if ((server_wants < 0 && spare_pid < 0) || request->set_ids)
 		return false;
 	if (strstr(request->cmd, "$$") || strstr(request->cmd, "${$"))
 		return false;
@@ -680,7 +826,7 @@ static bool write_field(FILE *file, const char *text)
 /* The request memfd: NUL-terminated stdin fd (or empty), stdout fd, stderr fd, cwd, env count, env, cmd. */
 static int write_request(const struct exec_request *request, int stdin_fd, int stdout_fd, int stderr_fd)
 {
-	char number[3][16];
+	char number[16];
 	int fd = memfd_create("v86box-request", MFD_CLOEXEC);
 	if (fd < 0)
 		return -1;
@@ -691,13 +837,16 @@ static int write_request(const struct exec_request *request, int stdin_fd, int s
 		close(fd);
 		return -1;
 	}
-	snprintf(number[0], sizeof number[0], "%d", stdin_fd);
-	snprintf(number[1], sizeof number[1], "%d", stdout_fd);
-	snprintf(number[2], sizeof number[2], "%zu", request->env_count);
-	bool ok = write_field(file, stdin_fd >= 0 ? number[0] : "") && write_field(file, number[1]);
-	snprintf(number[1], sizeof number[1], "%d", stderr_fd);
-	ok = ok && write_field(file, number[1]) && write_field(file, request->cwd ? request->cwd : "") &&
-	     write_field(file, number[2]);
+	bool ok = true;
+	if (stdin_fd >= 0)
+		snprintf(number, sizeof number, "%d", stdin_fd);
+	ok = ok && write_field(file, stdin_fd >= 0 ? number : "");
+	snprintf(number, sizeof number, "%d", stdout_fd);
+	ok = ok && write_field(file, number);
+	snprintf(number, sizeof number, "%d", stderr_fd);
+	ok = ok && write_field(file, number) && write_field(file, request->cwd ? request->cwd : "");
+	snprintf(number, sizeof number, "%zu", request->env_count);
+	ok = ok && write_field(file, number);
 	for (size_t i = 0; ok && i < request->env_count; i++)
 		ok = write_field(file, request->env[i]);
 	ok = ok && write_field(file, request->cmd);
@@ -708,6 +857,31 @@ static int write_request(const struct exec_request *request, int stdin_fd, int s
 	return fd;
 }
 
+/* Gives the oldest queued command to the spare. */
+static void dispatch_to_spare(void)
+{
+	struct channel *oldest = NULL;
+	char line[48];
+
+	if (spare_pid <= 0)
+		return;
+	for (struct channel *channel = channels; channel; channel = channel->next)
+		if (channel->queued)
+			oldest = channel;
+	if (!oldest)
+		return;
+	if (oldest->cgroup)
+		enter_command_cgroup(oldest->id, spare_pid);
+	int len = snprintf(line, sizeof line, "%u %d\n", oldest->id, oldest->handoff[3]);
+	/* The pipe is empty (one line at a time), so the line goes in whole. */
+	if (write(spare_requests[1], line, (size_t)len) != len)
+		return;
+	request_in_flight = true;
+	oldest->queued = false;
+	oldest->pid = spare_pid;
+	spare_pid = -1;
+}
+
 /*
  * Hands the command to the shell server. Returns false, having changed nothing, when
  * the exec path must run it instead.
@@ -716,12 +890,16 @@ static bool start_in_server(uint32_t id, const struct exec_request *request)
 {
 	int stdout_pipe[2] = { -1, -1 }, stderr_pipe[2] = { -1, -1 }, stdin_pipe[2] = { -1, -1 };
 	int request_fd = -1;
-	char line[48];
 	struct channel *channel = NULL;
 	bool started = false;
 
 	if (!server_can_run(request))
 		return false;
+	/* Without a spare ready, waiting for one costs more than a bash start-up. */
+	if (spare_pid < 0) {
+		want_spare_when_idle();
+		return false;
+	}
 	if (pipe2(stdout_pipe, O_CLOEXEC) < 0 || pipe2(stderr_pipe, O_CLOEXEC) < 0 ||
 	    (request->stdin_pipe && pipe2(stdin_pipe, O_CLOEXEC) < 0))
 		goto out;
@@ -731,11 +909,8 @@ static bool start_in_server(uint32_t id, const struct exec_request *request)
 	request_fd = write_request(request, stdin_pipe[0], stdout_pipe[1], stderr_pipe[1]);
 	if (request_fd < 0 || !(channel = new_channel(id)))
 		goto out;
-	int len = snprintf(line, sizeof line, "%u %d\n", id, request_fd);
-	/* A short line never lands half-written in a pipe; a full pipe means a stuck server. */
-	if (write(server_requests, line, (size_t)len) != len)
-		goto out;
-	channel->starting = true;
+	channel->cgroup = make_command_cgroup(id);
+	channel->starting = channel->queued = true;
 	channel->outputs[0].fd = stdout_pipe[0];
 	channel->outputs[1].fd = stderr_pipe[0];
 	channel->stdin_fd = stdin_pipe[1];
@@ -749,6 +924,7 @@ static bool start_in_server(uint32_t id, const struct exec_request *request)
 	channels = channel;
 	channel = NULL;
 	started = true;
+	dispatch_to_spare();
 out:
 	close_fd(&stdout_pipe[0]);
 	close_fd(&stdout_pipe[1]);
@@ -761,45 +937,58 @@ out:
 	return started;
 }
 
+/* Ends a command that never started, with ERROR instead of EXIT. */
+static void fail_start_in_server(struct channel *channel, const char *why)
+{
+	channel->starting = channel->queued = false;
+	for (int i = 0; i < 4; i++)
+		close_fd(&channel->handoff[i]);
+	send_error(channel->id, "%s", why);
+	channel->discard = true;
+}
+
 static struct channel *find_starting_channel(uint32_t id)
 {
 	for (struct channel *channel = channels; channel; channel = channel->next)
-		if (channel->id == id && channel->starting)
+		if (channel->id == id && channel->starting && !channel->queued)
 			return channel;
 	return NULL;
 }
 
-/* One report line: "ID PID" once the subshell holds its pipes, or "ID !why". */
+/* One report line: "spare PID", "ID PID" once a command holds its pipes, or "ID !why". */
 static void handle_report(char *line)
 {
 	char *rest;
+	if (strncmp(line, "spare ", 6) == 0) {
+		spare_pid = (pid_t)strtol(line + 6, NULL, 10);
+		spare_wanted = false;
+		dispatch_to_spare();
+		return;
+	}
 	unsigned long id = strtoul(line, &rest, 10);
 	struct channel *channel = *rest == ' ' ? find_starting_channel((uint32_t)id) : NULL;
 	if (!channel)
 		return;
+	/* It read its request line: the requests pipe is free for the next spare. That
+	 * spare is made once this command is done (or another one waits), so the forks
+	 * do not compete with the command; between commands the guest is idle anyway. */
+	request_in_flight = false;
+	if (rest[1] == '!') {
+		fail_start_in_server(channel, rest + 2);
+		return;
+	}
 	channel->starting = false;
 	for (int i = 0; i < 4; i++)
 		close_fd(&channel->handoff[i]);
-	if (rest[1] == '!') {
-		send_error(channel->id, "%s", rest + 2);
-		channel->discard = true;
-		return;
-	}
-	channel->pid = (pid_t)strtol(rest + 1, NULL, 10);
-	if (channel->pid <= 0) {
-		send_error(channel->id, "the shell server sent a bad report");
-		channel->discard = true;
-		return;
-	}
 	send_u32(FRAME_STARTED, channel->id, (uint32_t)channel->pid);
-	if (channel->pending_signal && kill(-channel->pid, (int)channel->pending_signal) < 0 && errno != ESRCH)
-		send_error(0, "channel %u: signal %u: %s", channel->id, channel->pending_signal, strerror(errno));
+	if (channel->pending_signal)
+		receive_signal(channel, channel->pending_signal);
 }
 
 static void read_server_reports(void)
 {
-	while (server_reports >= 0) {
-		ssize_t n = read(server_reports, server_report_buf + server_report_len,
+	while (server_reports[0] >= 0) {
+		ssize_t n = read(server_reports[0], server_report_buf + server_report_len,
 				 sizeof server_report_buf - 1 - server_report_len);
 		if (n < 0 && errno == EINTR)
 			continue;
@@ -821,20 +1010,59 @@ static void read_server_reports(void)
 	}
 }
 
-/* Commands it had not started yet cannot start any more; the next one starts a new server. */
-static void shell_server_exited(void)
+/* Drops a request line a dead spare left (partly) unread, so no other spare takes it. */
+static void drain_spare_requests(void)
 {
-	read_server_reports();
-	stop_shell_server();
-	for (struct channel *channel = channels; channel; channel = channel->next) {
-		if (!channel->starting)
-			continue;
-		channel->starting = false;
-		for (int i = 0; i < 4; i++)
-			close_fd(&channel->handoff[i]);
-		send_error(channel->id, "the shell server exited before the command started");
-		channel->discard = true;
+	char scratch[256];
+	while (spare_requests[0] >= 0 && read(spare_requests[0], scratch, sizeof scratch) > 0) {
 	}
+}
+
+static void command_exited(struct channel *channel, int status);
+
+/*
+ * A child of the agent that is not a running command exited: the server, the waiting
+ * spare, or a spare that died (was killed) before it reported. True if it was one of them.
+ */
+static bool shell_server_child_exited(pid_t pid, int status)
+{
+	bool queued = false;
+	for (struct channel *channel = channels; channel; channel = channel->next)
+		queued = queued || channel->queued;
+	if (pid == server_pid) {
+		/* Spares it forked live on. Queued commands need a new server now; one that
+		 * dies right after starting is not restarted in a loop but on the next EXEC. */
+		close_fd(&server_wants);
+		server_pid = -1;
+		spare_wanted = false;
+		if (queued && spare_pid < 0 && now_ms() - server_started_ms > 1000)
+			start_shell_server();
+		if (server_pid < 0 && spare_pid < 0)
+			for (struct channel *channel = channels; channel; channel = channel->next)
+				if (channel->queued)
+					fail_start_in_server(channel, "the shell server exited");
+		return true;
+	}
+	if (pid == spare_pid) {
+		spare_pid = -1;
+		want_spare_when_idle();
+		return true;
+	}
+	for (struct channel *channel = channels; channel; channel = channel->next) {
+		if (channel->starting && !channel->queued && channel->pid == pid) {
+			/* Its process existed, so it ends as a command killed early would. */
+			drain_spare_requests();
+			request_in_flight = false;
+			channel->starting = false;
+			for (int i = 0; i < 4; i++)
+				close_fd(&channel->handoff[i]);
+			send_u32(FRAME_STARTED, channel->id, (uint32_t)pid);
+			command_exited(channel, status);
+			want_spare_when_idle();
+			return true;
+		}
+	}
+	return false;
 }
 
 /*
@@ -865,6 +1093,9 @@ static void start_command(uint32_t id, const unsigned char *payload, size_t len)
 		send_error(id, "out of memory");
 		goto out;
 	}
+	channel->cgroup = make_command_cgroup(id);
+	if (channel->cgroup)
+		request.cgroup_id = id;
 	if (pipe2(stdout_pipe, O_CLOEXEC) < 0 || pipe2(stderr_pipe, O_CLOEXEC) < 0 ||
 	    (request.stdin_pipe && pipe2(stdin_pipe, O_CLOEXEC) < 0) || pipe2(error_pipe, O_CLOEXEC) < 0) {
 		send_error(id, "pipe: %s", strerror(errno));
@@ -915,6 +1146,8 @@ out:
 	close_fd(&stdin_pipe[1]);
 	close_fd(&error_pipe[0]);
 	close_fd(&error_pipe[1]);
+	if (channel && channel->cgroup)
+		remove_command_cgroup(id);
 	free(channel);
 	free(request.env);
 }
@@ -991,7 +1224,7 @@ static void receive_signal(struct channel *channel, uint32_t sig)
 	/* Once reaped, the group is already killed and its id may belong to someone else. */
 	if (channel->exited)
 		return;
-	if (channel->starting) {
+	if (channel->queued) {
 		channel->pending_signal = sig;
 		return;
 	}
@@ -1224,6 +1457,8 @@ static _Noreturn void shut_down(int status)
 			kill(-channel->pid, SIGKILL);
 	if (server_pid > 0)
 		kill(-server_pid, SIGKILL);
+	if (spare_pid > 0)
+		kill(-spare_pid, SIGKILL);
 	exit(status);
 }
 
@@ -1283,18 +1518,11 @@ static void reap_children(void)
 		}
 		if (child.si_pid == 0)
 			return;
-		if (child.si_pid == server_pid) {
-			if (waitpid(child.si_pid, &status, 0) < 0 && errno == EINTR)
-				continue;
-			shell_server_exited();
-			continue;
-		}
+		/* A spare reports before it runs a command, so its reports are already here. */
+		read_server_reports();
 		struct channel *channel = find_channel_by_pid(child.si_pid);
-		/* A subshell reports before it runs the command, so its report is already here. */
-		if (!channel) {
-			read_server_reports();
-			channel = find_channel_by_pid(child.si_pid);
-		}
+		if (channel && channel->starting)
+			channel = NULL;
 		if (channel)
 			kill(-channel->pid, SIGKILL);
 		if (waitpid(child.si_pid, &status, 0) < 0) {
@@ -1304,6 +1532,8 @@ static void reap_children(void)
 		}
 		if (channel)
 			command_exited(channel, status);
+		else
+			shell_server_child_exited(child.si_pid, status);
 	}
 }
 
@@ -1383,16 +1613,19 @@ static void finish_channels(void)
 			send_frame(FRAME_EXIT, channel->id, payload, sizeof payload);
 			*link = channel->next;
 			free_channel(channel);
+			want_spare_when_idle();
 		} else {
 			link = &channel->next;
 		}
 	}
 }
 
-/* Milliseconds until the next drain deadline, or -1. */
+/* Milliseconds until the next drain deadline or due spare, or -1. */
 static int poll_timeout(void)
 {
 	int64_t now = now_ms(), timeout = -1;
+	if (spare_due_ms)
+		timeout = spare_due_ms > now ? spare_due_ms - now : 0;
 	for (struct channel *channel = channels; channel; channel = channel->next) {
 		if (!channel->exited || channel->past_deadline)
 			continue;
@@ -1434,8 +1667,8 @@ static size_t build_poll_set(void)
 	size_t count = 0;
 	add_poll(&count, console_in, POLLIN, NULL, NULL);
 	add_poll(&count, sigchld_fd, POLLIN, NULL, NULL);
-	if (server_reports >= 0)
-		add_poll(&count, server_reports, POLLIN, NULL, NULL);
+	if (server_reports[0] >= 0)
+		add_poll(&count, server_reports[0], POLLIN, NULL, NULL);
 	for (struct channel *channel = channels; channel; channel = channel->next) {
 		if (channel->starting || channel->discard)
 			continue;
@@ -1479,6 +1712,7 @@ static _Noreturn void run_loop(void)
 		for (size_t i = 2; i < count; i++)
 			handle_pipe(&poll_slots[i], poll_fds[i].revents);
 		finish_channels();
+		make_spare_if_due(now_ms());
 	}
 }
 
@@ -1555,6 +1789,10 @@ static _Noreturn void run_agent(const char *console_path, bool use_stdio)
 	/* Commands' orphans, and the shell server's subshells, are re-parented to the agent. */
 	if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0)
 		warn("PR_SET_CHILD_SUBREAPER: %s", strerror(errno));
+	if (setpriority(PRIO_PROCESS, 0, -20) < 0)
+		warn("setpriority: %s", strerror(errno));
+	if (!use_stdio)
+		setup_cgroups();
 	open_console(console_path, use_stdio);
 	start_shell_server();
 	send_ready();

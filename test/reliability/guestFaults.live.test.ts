@@ -46,6 +46,25 @@ layer(V86Box.layer(), { timeout: "120 seconds", excludeTestServices: true })("gu
       }), 180_000)
   }
 
+  it.effect("each command has its own cgroup capped at 256 processes, whichever way it starts", () =>
+    Effect.gen(function*() {
+      const box = yield* V86Box
+      // The group's pids.max as the command sees it; `$$` makes the agent start a real bash -c.
+      const cap = "cat /sys/fs/cgroup$(cut -d: -f3 /proc/self/cgroup)/pids.max"
+      const results = [
+        yield* box.exec(cap),
+        yield* box.exec(`: $$; ${cap}`),
+        yield* box.exec(cap, { user: "user" })
+      ]
+      expect(results.map((result) => result.stdout)).toEqual(["256\n", "256\n", "256\n"])
+      // Two commands at once are in two groups.
+      const [a, b] = yield* Effect.all([box.exec("cat /proc/self/cgroup; sleep 1"), box.exec("cat /proc/self/cgroup; sleep 1")], {
+        concurrency: 2
+      })
+      expect(a!.stdout).toMatch(/^0::\/command-\d+\n$/)
+      expect(a!.stdout).not.toBe(b!.stdout)
+    }), 120_000)
+
   it.effect("a command that allocates more than guest RAM is OOM-killed; the agent survives", () =>
     Effect.gen(function*() {
       const box = yield* V86Box
