@@ -173,6 +173,12 @@ static void close_fd(int *fd)
 	*fd = -1;
 }
 
+static void close_pipe(int ends[2])
+{
+	close_fd(&ends[0]);
+	close_fd(&ends[1]);
+}
+
 static bool set_nonblocking(int fd)
 {
 	int flags = fcntl(fd, F_GETFL);
@@ -484,12 +490,7 @@ static void reset_signals(void)
 
 static int write_oom_score_adj(const char *value)
 {
-	int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -1;
-	int result = write(fd, value, strlen(value)) < 0 ? -1 : 0;
-	close(fd);
-	return result;
+	return write_text("/proc/self/oom_score_adj", value);
 }
 
 /* In the command child, after fork: never returns. */
@@ -926,12 +927,9 @@ static bool start_in_server(uint32_t id, const struct exec_request *request)
 	started = true;
 	dispatch_to_spare();
 out:
-	close_fd(&stdout_pipe[0]);
-	close_fd(&stdout_pipe[1]);
-	close_fd(&stderr_pipe[0]);
-	close_fd(&stderr_pipe[1]);
-	close_fd(&stdin_pipe[0]);
-	close_fd(&stdin_pipe[1]);
+	close_pipe(stdout_pipe);
+	close_pipe(stderr_pipe);
+	close_pipe(stdin_pipe);
 	close_fd(&request_fd);
 	free(channel);
 	return started;
@@ -1138,14 +1136,10 @@ static void start_command(uint32_t id, const unsigned char *payload, size_t len)
 	channel = NULL;
 	send_u32(FRAME_STARTED, id, (uint32_t)pid);
 out:
-	close_fd(&stdout_pipe[0]);
-	close_fd(&stdout_pipe[1]);
-	close_fd(&stderr_pipe[0]);
-	close_fd(&stderr_pipe[1]);
-	close_fd(&stdin_pipe[0]);
-	close_fd(&stdin_pipe[1]);
-	close_fd(&error_pipe[0]);
-	close_fd(&error_pipe[1]);
+	close_pipe(stdout_pipe);
+	close_pipe(stderr_pipe);
+	close_pipe(stdin_pipe);
+	close_pipe(error_pipe);
 	if (channel && channel->cgroup)
 		remove_command_cgroup(id);
 	free(channel);
