@@ -112,6 +112,7 @@ export const V86BoxOptionsSchema = Schema.Struct({
   assets: Schema.optional(AssetSources),
   warmStart: Schema.optional(Schema.Boolean),
   stateFile: Schema.optional(Schema.String.pipe(Schema.minLength(1))),
+  standby: Schema.optional(Schema.Boolean),
   mounts: Schema.optional(HostMounts),
   fromSnapshot: Schema.optional(SnapshotSource)
 })
@@ -145,6 +146,17 @@ export interface V86BoxOptions {
   readonly warmStart?: boolean | undefined
   /** Where the booted state is kept. Default: `assetsDir/states/<key>.v86state`. */
   readonly stateFile?: string | undefined
+  /**
+   * Keep the next sandbox ready (default false; needs `warmStart`). When this sandbox is
+   * released, a new one is resumed from the warm-start state in the background and run
+   * through warm-up commands, so the next `V86Box.layer` of this process with the same
+   * image, RAM and state file starts in tens of milliseconds and runs its first commands
+   * at full speed (v86 keeps no compiled code in a saved state: a just-resumed guest runs
+   * its first ~30 commands several times slower). Costs one idle emulator (~100 MB) and
+   * some seconds of background CPU per sandbox; an unused standby is shut down after 2
+   * minutes and never keeps the process alive.
+   */
+  readonly standby?: boolean | undefined
   /**
    * Host directories the guest sees (9p), mounted before the sandbox is ready. Default:
    * none. The guest cannot reach outside them (`..`, symbolic links and hard links stay
@@ -226,6 +238,7 @@ export interface DecodedBoxOptions {
   readonly onProgress: ((progress: DownloadProgress) => void) | undefined
   readonly warmStart: boolean
   readonly stateFile: string | undefined
+  readonly standby: boolean
   readonly mounts: ReadonlyArray<HostMount>
   readonly fromSnapshot: SnapshotSource | undefined
 }
@@ -282,6 +295,7 @@ export const decodeBoxOptions = (options: V86BoxOptions | undefined): Effect.Eff
       onProgress,
       warmStart: decoded.warmStart ?? true,
       stateFile: decoded.stateFile,
+      standby: decoded.standby ?? false,
       mounts: (decoded.mounts ?? []).map((mount) => ({ host: mount.host, guest: mount.guest, readOnly: mount.readOnly ?? true })),
       fromSnapshot: decoded.fromSnapshot
     }

@@ -41,7 +41,18 @@ export interface Status {
   readonly agentVersion: string
   /** Milliseconds from the start of the layer to the agent's ready frame. */
   readonly bootMillis: number
+  /** How this sandbox started (a replayed transcript says `"boot"`, as it was recorded). */
+  readonly startedFrom: StartedFrom
 }
+
+/**
+ * How a sandbox started: booted cold, resumed from the warm-start state, taken as the
+ * ready standby (`standby: true`), or forked from a snapshot (`fromSnapshot`).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type StartedFrom = "boot" | "warmStart" | "standby" | "snapshot"
 
 /**
  * The sandbox service.

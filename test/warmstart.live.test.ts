@@ -35,6 +35,7 @@ describe("warm start", () => {
       expect(Math.abs(Number(clockA) - Date.now() / 1000)).toBeLessThan(120)
       // Resuming skips the kernel boot: the agent answers sooner than after the cold boot.
       expect(first[0].bootMillis).toBeLessThan(cold[0].bootMillis)
+      expect([cold[0].startedFrom, first[0].startedFrom, second[0].startedFrom]).toEqual(["boot", "warmStart", "warmStart"])
     }), 180_000)
 
   it.live("a corrupt state file is replaced, not fatal", () =>
@@ -42,10 +43,12 @@ describe("warm start", () => {
       const assetsDir = mkdtempSync(join(tmpdir(), "v86box-warm-"))
       const stateFile = join(assetsDir, "broken.v86state")
       writeFileSync(stateFile, "v86box-state 1\n{\"agent\":\"0.1.0\"}\nthis is not a machine state")
-      const result = yield* withBox({ assetsDir, stateFile }, (box) => box.exec("echo still works"))
-      expect(result.stdout).toBe("still works\n")
-      const again = yield* withBox({ assetsDir, stateFile }, (box) => box.exec("echo resumed"))
-      expect(again.stdout).toBe("resumed\n")
+      const result = yield* withBox({ assetsDir, stateFile }, (box) => Effect.zip(box.status, box.exec("echo still works")))
+      expect(result[1].stdout).toBe("still works\n")
+      expect(result[0].startedFrom).toBe("boot")
+      const again = yield* withBox({ assetsDir, stateFile }, (box) => Effect.zip(box.status, box.exec("echo resumed")))
+      expect(again[1].stdout).toBe("resumed\n")
+      expect(again[0].startedFrom).toBe("warmStart")
     }), 180_000)
 
   it.live("warmStart: false boots cold and saves nothing", () =>

@@ -33,11 +33,12 @@ import {
 } from "../Options.ts"
 import { type ExecResult, type ExitStatus, type Process, signalName, signalNumbers } from "../Process.ts"
 import type { Snapshot, SnapshotSource } from "../Snapshot.ts"
-import type { Status, V86Box } from "../V86Box.ts"
+import type { StartedFrom, Status, V86Box } from "../V86Box.ts"
 import { AgentClient, type Channel } from "./agentClient.ts"
 import * as guestFileSystem from "./guestFileSystem.ts"
 import * as HostShares from "./hostShares.ts"
 import type { Machine } from "./machine.ts"
+import * as Standby from "./standby.ts"
 import * as StateFile from "./stateFile.ts"
 import * as V86Machine from "./v86Machine.ts"
 import * as WarmStart from "./warmStart.ts"
@@ -101,7 +102,7 @@ export const make = (
       const guestInit = hooks.guestInit ?? (yield* freshGuestInit)
       const origin = StateFile.currentOrigin(assets.fingerprint, memoryMB)
       if (snapshot !== undefined) {
-        return yield* resumeFrom(config, snapshot.saved, decoded, startedAt, guestInit, origin).pipe(
+        return yield* resumeFrom(config, snapshot.saved, decoded, startedAt, guestInit, origin, "snapshot").pipe(
           Effect.mapError((error) =>
             new SnapshotError({ reason: `the machine did not resume from it: ${error.message}`, path: snapshot.path })
           )
@@ -112,6 +113,20 @@ export const make = (
         ? decoded.stateFile ?? WarmStart.defaultStatePath({ imageFingerprint: assets.fingerprint, memoryMB }, decoded.assetsDir)
         : undefined
 
+      if (statePath !== undefined && decoded.standby) {
+        const key: Standby.StandbyKey = { statePath, imageFingerprint: assets.fingerprint, memoryMB }
+        // On release, after this sandbox's machine is gone (finalizers run last-added first).
+        yield* Effect.addFinalizer(() => Standby.prepare(standbyRecipe(key, config, decoded)))
+        const taken = yield* Standby.take(key, config.fileServer)
+        if (Option.isSome(taken)) {
+          return yield* serve(taken.value.client, decoded, startedAt, guestInit, taken.value.agent, origin, "standby").pipe(
+            Effect.timeoutFail({
+              duration: resumeTimeout,
+              onTimeout: () => new MachineError({ reason: "the standby sandbox's agent did not answer", consoleTail: "" })
+            })
+          )
+        }
+      }
       if (statePath !== undefined) {
         const resumed = yield* resume(config, statePath, decoded, startedAt, guestInit, origin)
         if (Option.isSome(resumed)) return resumed.value
@@ -123,12 +138,12 @@ export const make = (
       if (statePath !== undefined) {
         // Load the common programs into the guest's page cache first: a resumed sandbox
         // then answers its first command without reading them from the root disk.
-        yield* makeService(client, decoded, { agentVersion: agent.agent, bootMillis: 0 }, snapshotOf(client, agent.agent, undefined))
+        yield* makeService(client, decoded, { agentVersion: agent.agent, bootMillis: 0, startedFrom: "boot" }, snapshotOf(client, agent.agent, undefined))
           .exec(warmUpCommand).pipe(Effect.ignore)
         // Saved before INIT: every sandbox resumed from it gets its own time and entropy.
         yield* saveState(live, statePath, agent.agent, origin)
       }
-      return yield* serve(client, decoded, startedAt, guestInit, agent.agent, origin)
+      return yield* serve(client, decoded, startedAt, guestInit, agent.agent, origin, "boot")
     })
     return yield* booting.pipe(
       // A recording carries console bytes only: its files go through the console, as on replay.
@@ -169,7 +184,7 @@ const resume = (
     if (Option.isNone(saved)) return Option.none()
     const attempt = yield* Scope.fork(yield* Effect.scope, ExecutionStrategy.sequential)
     const resumed = yield* Effect.exit(
-      resumeFrom(config, saved.value, options, startedAt, guestInit, origin).pipe(Scope.extend(attempt))
+      resumeFrom(config, saved.value, options, startedAt, guestInit, origin, "warmStart").pipe(Scope.extend(attempt))
     )
     if (Exit.isSuccess(resumed)) return Option.some(resumed.value)
     yield* Scope.close(attempt, resumed)
@@ -177,6 +192,51 @@ const resume = (
     yield* WarmStart.remove(path)
     return Option.none()
   })
+
+/**
+ * How the standby for `key` is made: the warm-start state resumed in a detached machine,
+ * then commands until `exec("true")` runs at full speed (v86 compiles a guest page's code
+ * only once it has run often: the fork, exec and exit paths of a command need ~30 runs).
+ */
+const standbyRecipe = (
+  key: Standby.StandbyKey,
+  config: V86Machine.V86MachineConfig,
+  options: DecodedBoxOptions
+): Standby.StandbyRecipe => ({
+  key,
+  resume: (files) =>
+    Effect.gen(function*() {
+      const saved = yield* WarmStart.read(key.statePath)
+      if (Option.isNone(saved)) {
+        return yield* Effect.fail(new MachineError({ reason: "the warm-start state is gone", consoleTail: "" }))
+      }
+      const { adopt, machine } = yield* V86Machine.makeDetachable({
+        ...config,
+        fileServer: files,
+        initialState: saved.value.state,
+        detached: true
+      })
+      const client = yield* AgentClient.make(machine, { resumed: true })
+      return { client, agent: saved.value.agent, adopt }
+    }),
+  warmUp: (client, stopped) =>
+    Effect.gen(function*() {
+      // No command timeout: an Effect timer would keep the process alive.
+      const service = makeService(client, { ...options, commandTimeout: undefined }, { agentVersion: "", bootMillis: 0, startedFrom: "standby" }, () =>
+        Effect.die("a standby is not snapshotted"))
+      let fastInARow = 0
+      for (let step = 0; step < warmUpMaxCommands && fastInARow < 3 && !stopped(); step++) {
+        const startedAt = performance.now()
+        yield* service.exec(step % 8 === 0 ? warmUpCommand : "true")
+        fastInARow = performance.now() - startedAt < warmCommandMillis ? fastInARow + 1 : 0
+      }
+    })
+})
+
+/** Warm-up commands a standby runs at most (~10 s of emulation on a quiet machine). */
+const warmUpMaxCommands = 48
+/** A `true` this fast means the command path is compiled (it takes ~60 ms warm, 150–600 cold). */
+const warmCommandMillis = 100
 
 /**
  * A machine resumed from a saved state (warm start or a snapshot): no READY comes, the
@@ -188,12 +248,13 @@ const resumeFrom = (
   options: DecodedBoxOptions,
   startedAt: number,
   guestInit: GuestInit,
-  origin: StateFile.StateOrigin
+  origin: StateFile.StateOrigin,
+  startedFrom: "warmStart" | "snapshot"
 ): Effect.Effect<V86Box.Service, MachineError, Scope.Scope> =>
   Effect.gen(function*() {
     const machine = yield* V86Machine.make({ ...config, initialState: saved.state })
     const client = yield* AgentClient.make(machine, { resumed: true })
-    return yield* serve(client, options, startedAt, guestInit, saved.agent, origin).pipe(
+    return yield* serve(client, options, startedAt, guestInit, saved.agent, origin, startedFrom).pipe(
       Effect.timeoutFail({
         duration: resumeTimeout,
         onTimeout: () => new MachineError({ reason: "the resumed agent did not answer", consoleTail: "" })
@@ -259,12 +320,13 @@ const serve = (
   startedAt: number,
   guestInit: GuestInit,
   agentVersion: string,
-  origin: StateFile.StateOrigin | undefined
+  origin: StateFile.StateOrigin | undefined,
+  startedFrom: StartedFrom
 ) =>
   Effect.gen(function*() {
     yield* client.init(guestInit)
     const bootMillis = (yield* Clock.currentTimeMillis) - startedAt
-    return makeService(client, options, { agentVersion, bootMillis }, snapshotOf(client, agentVersion, origin))
+    return makeService(client, options, { agentVersion, bootMillis, startedFrom }, snapshotOf(client, agentVersion, origin))
   })
 
 /**
@@ -298,7 +360,7 @@ export const connect = (
   Effect.gen(function*() {
     const client = yield* AgentClient.make(machine)
     const agent = yield* client.ready
-    const service = yield* serve(client, options, startedAt, guestInit, agent.agent, undefined)
+    const service = yield* serve(client, options, startedAt, guestInit, agent.agent, undefined, "boot")
     return yield* withHostShares(service, options.mounts, undefined)
   })
 
@@ -331,7 +393,7 @@ const withHostShares = (
 const makeService = (
   client: AgentClient,
   defaults: DecodedBoxOptions,
-  info: { readonly agentVersion: string; readonly bootMillis: number },
+  info: { readonly agentVersion: string; readonly bootMillis: number; readonly startedFrom: StartedFrom },
   snapshot: V86Box.Service["snapshot"]
 ): V86Box.Service => {
   const start = (command: string, options?: ExecOptions) =>
@@ -373,7 +435,8 @@ const makeService = (
     ready: client.isAlive,
     pending: client.pending,
     agentVersion: info.agentVersion,
-    bootMillis: info.bootMillis
+    bootMillis: info.bootMillis,
+    startedFrom: info.startedFrom
   }))
   return { exec, start, status, snapshot, fs: guestFileSystem.make({ exec, start }) }
 }

@@ -38,6 +38,17 @@ export interface V86MachineConfig {
   readonly fileServer?: ((request: Uint8Array) => Promise<Uint8Array>) | undefined
   /** Sees every byte of the kernel log (the testkit records them). */
   readonly onKernelLog?: ((bytes: Uint8Array) => void) | undefined
+  /**
+   * A machine made ahead for a sandbox not yet asked for (src/internal/standby.ts): its
+   * worker never keeps the process alive and is not counted as a sandbox's, until `adopt`.
+   */
+  readonly detached?: boolean | undefined
+}
+
+/** A machine made with `detached`, and what makes it an ordinary sandbox's machine. */
+export interface DetachedMachine {
+  readonly machine: Machine
+  readonly adopt: () => void
 }
 
 const stopGrace = Duration.seconds(2)
@@ -83,9 +94,13 @@ export const v86Version: string = (createRequire(import.meta.url)("v86/package.j
  * worker, however the scope ends.
  */
 export const make = (config: V86MachineConfig): Effect.Effect<Machine, MachineError, Scope.Scope> =>
+  Effect.map(makeDetachable(config), ({ machine }) => machine)
+
+/** `make`, keeping the way to adopt a machine made with `detached`. */
+export const makeDetachable = (config: V86MachineConfig): Effect.Effect<DetachedMachine, MachineError, Scope.Scope> =>
   // The images (root disk, saved state: tens of MB) are posted and forgotten: the
   // machine's closures live as long as it does and are made where `config` is not seen.
-  Effect.map(start({ onKernelLog: config.onKernelLog, fileServer: config.fileServer }), ({ machine, worker }) => {
+  Effect.map(start({ onKernelLog: config.onKernelLog, fileServer: config.fileServer }, config.detached === true), ({ adopt, machine, worker }) => {
     const state = config.initialState === undefined ? undefined : ownedBuffer(config.initialState)
     worker.postMessage({
       type: "boot",
@@ -103,7 +118,7 @@ export const make = (config: V86MachineConfig): Effect.Effect<Machine, MachineEr
         initialState: state
       }
     }, state === undefined ? [] : [state.buffer])
-    return machine
+    return { machine, adopt }
   })
 
 /**
@@ -117,8 +132,9 @@ const ownedBuffer = (bytes: Uint8Array): Uint8Array<ArrayBuffer> =>
 
 /** The worker and the machine over it, waiting for its "boot" message. */
 const start = (
-  hooks: Pick<V86MachineConfig, "onKernelLog" | "fileServer">
-): Effect.Effect<{ readonly machine: Machine; readonly worker: Worker }, MachineError, Scope.Scope> =>
+  hooks: Pick<V86MachineConfig, "onKernelLog" | "fileServer">,
+  detached: boolean
+): Effect.Effect<DetachedMachine & { readonly worker: Worker }, MachineError, Scope.Scope> =>
   Effect.gen(function*() {
     const kernelLog = new ConsoleTail()
     const serialDecoder = new TextDecoder()
@@ -192,10 +208,18 @@ const start = (
       })
     }
     worker.on("error", (error) => fail(`the emulator worker crashed: ${error.stack ?? error.message}`))
-    runningWorkers++
-    liveWorkers.add(worker)
+    let adopted = false
+    const adopt = () => {
+      if (adopted) return
+      adopted = true
+      worker.ref()
+      runningWorkers++
+      liveWorkers.add(worker)
+    }
+    if (detached) worker.unref()
+    else adopt()
     worker.on("exit", (code) => {
-      runningWorkers--
+      if (adopted) runningWorkers--
       liveWorkers.delete(worker)
       Deferred.unsafeDone(stopped, Effect.void)
       fail(`the emulator worker exited (code ${code})`)
@@ -224,7 +248,7 @@ const start = (
       })
     }
     yield* Effect.addFinalizer(() => Effect.sync(() => fail("the machine was shut down")))
-    return { machine, worker }
+    return { machine, worker, adopt }
   })
 
 /**

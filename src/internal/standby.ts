@@ -1,0 +1,176 @@
+/**
+ * The standby: a sandbox machine resumed from the warm-start state in the background and
+ * warmed up, kept for the next layer build of this process that asks for the same state
+ * (`standby: true`).
+ *
+ * Why warmed up: v86 keeps no compiled code in a saved state, so a freshly resumed guest
+ * runs interpreted at first: its first ~30 commands take 150–600 ms each instead of ~60
+ * (measured on this machine). A standby has run those commands already; taking it costs
+ * only the INIT that gives it fresh time, entropy and hostname.
+ *
+ * One standby per process, made when a sandbox that asked for one is released (sequential
+ * use: tests, agents), dropped after `standbyLifetime` unused. It never keeps the process
+ * alive: its worker is unreferenced and nothing here sets an Effect timer.
+ */
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as Option from "effect/Option"
+import * as Scope from "effect/Scope"
+import { statSync } from "node:fs"
+import type { MachineError } from "../Errors.ts"
+import type { AgentClient } from "./agentClient.ts"
+import { errorReply, tagOf } from "./ninePWire.ts"
+
+/** How long an unused standby is kept (its emulator holds ~100 MB). */
+const standbyLifetimeMillis = 2 * 60 * 1000
+
+/** A file server the standby's 9P requests go to once a sandbox takes it. */
+export type FileServer = (request: Uint8Array) => Promise<Uint8Array>
+
+/** What a standby is for: a state file (as it was when read) in a machine of a given size. */
+export interface StandbyKey {
+  readonly statePath: string
+  readonly imageFingerprint: string
+  readonly memoryMB: number
+}
+
+/** A resumed machine, before any INIT. */
+export interface ResumedMachine {
+  readonly client: AgentClient
+  readonly agent: string
+  /** Makes its worker an ordinary sandbox's worker (referenced, counted). */
+  readonly adopt: () => void
+}
+
+/** How to make and warm a standby: given by the sandbox code, which knows machines. */
+export interface StandbyRecipe {
+  readonly key: StandbyKey
+  /** Resumes the state into a detached machine whose 9P requests go to `files`. */
+  readonly resume: (files: FileServer) => Effect.Effect<ResumedMachine, MachineError, Scope.Scope>
+  /**
+   * Runs warm-up commands until the machine is warm enough or `stopped()` says to stop;
+   * it checks between commands, so a sandbox taking the standby waits for one at most.
+   */
+  readonly warmUp: (client: AgentClient, stopped: () => boolean) => Effect.Effect<void, unknown>
+}
+
+interface Standby {
+  readonly id: string
+  readonly fileVersion: string | undefined
+  readonly scope: Scope.CloseableScope
+  readonly resumed: ResumedMachine
+  readonly redirect: { target: FileServer | undefined }
+  readonly warming: Fiber.RuntimeFiber<void>
+  /** `stop` ends the warm-up after its current command; `warm` says it ended by itself. */
+  readonly warmUp: { stop: boolean; warm: boolean }
+  readonly expiry: ReturnType<typeof setTimeout>
+}
+
+let standby: Standby | undefined
+/** The key being prepared now, so two releases in a row do not make two. */
+let preparing: string | undefined
+
+const idOf = (key: StandbyKey) => `${key.statePath}\n${key.imageFingerprint}\n${key.memoryMB}`
+
+/** The state file's size and time: a standby made from another version of it does not fit. */
+const versionOf = (path: string): string | undefined => {
+  try {
+    const stat = statSync(path)
+    return `${stat.size}:${stat.mtimeMs}`
+  } catch {
+    return undefined
+  }
+}
+
+const unavailable: FileServer = (request) => Promise.resolve(errorReply(tagOf(request), "EOPNOTSUPP"))
+
+const drop = (dropped: Standby) =>
+  Effect.gen(function*() {
+    if (standby === dropped) standby = undefined
+    clearTimeout(dropped.expiry)
+    dropped.warmUp.stop = true
+    yield* Scope.close(dropped.scope, Exit.void)
+  })
+
+/**
+ * Makes the standby for `recipe` in the background (a daemon fiber: whoever asked may be
+ * gone by then), replacing one made for another state. Failures only mean no standby.
+ */
+export const prepare = (recipe: StandbyRecipe): Effect.Effect<void> =>
+  Effect.suspend(() => {
+    const id = idOf(recipe.key)
+    if (preparing === id || standby?.id === id) return Effect.void
+    preparing = id
+    return Effect.gen(function*() {
+      if (standby !== undefined) yield* drop(standby)
+      const fileVersion = versionOf(recipe.key.statePath)
+      const scope = yield* Scope.make()
+      const redirect: { target: FileServer | undefined } = { target: undefined }
+      const resumed = yield* recipe.resume((request) => (redirect.target ?? unavailable)(request)).pipe(
+        Scope.extend(scope),
+        Effect.onError((cause) => Scope.close(scope, Exit.failCause(cause)))
+      )
+      const warmUp = { stop: false, warm: false }
+      const warming = yield* recipe.warmUp(resumed.client, () => warmUp.stop).pipe(
+        Effect.tap(() => Effect.sync(() => (warmUp.warm = !warmUp.stop))),
+        Effect.ignore,
+        Effect.forkDaemon
+      )
+      const made: Standby = {
+        id,
+        fileVersion,
+        scope,
+        resumed,
+        redirect,
+        warming,
+        warmUp,
+        // A plain timer, unreferenced: an unused standby must not keep the process alive.
+        expiry: setTimeout(() => Effect.runFork(drop(made)), standbyLifetimeMillis).unref()
+      }
+      standby = made
+    }).pipe(
+      Effect.ignore,
+      Effect.ensuring(Effect.sync(() => {
+        if (preparing === id) preparing = undefined
+      })),
+      // Asked for from a finalizer, which runs uninterruptibly: what the standby forks
+      // (the agent client's reader) must stay interruptible, or it could never be shut down.
+      Effect.interruptible,
+      Effect.forkDaemon,
+      Effect.asVoid
+    )
+  })
+
+/**
+ * Takes the standby made for `key`, if there is one that still fits: its machine then
+ * lives in the caller's scope and answers 9P requests with `files`. Waits for the warm-up
+ * command in progress to end.
+ */
+export const take = (
+  key: StandbyKey,
+  files: FileServer | undefined
+): Effect.Effect<Option.Option<ResumedMachine>, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const taken = standby
+    if (taken === undefined || taken.id !== idOf(key)) return Option.none()
+    standby = undefined
+    clearTimeout(taken.expiry)
+    taken.warmUp.stop = true
+    yield* Fiber.await(taken.warming)
+    if (taken.fileVersion === undefined || taken.fileVersion !== versionOf(key.statePath) || !taken.resumed.client.isAlive) {
+      yield* Scope.close(taken.scope, Exit.void)
+      return Option.none()
+    }
+    taken.redirect.target = files
+    taken.resumed.adopt()
+    yield* Effect.addFinalizer((exit) => Scope.close(taken.scope, exit))
+    return Option.some(taken.resumed)
+  })
+
+/** The standby for a state file: none, resumed and still warming up, or warm (tests and the benchmark wait for one). */
+export const stateOf = (statePath: string): "none" | "warming" | "warm" =>
+  standby === undefined || !standby.id.startsWith(`${statePath}\n`) ? "none" : standby.warmUp.warm ? "warm" : "warming"
+
+/** Shuts the standby down, if there is one (tests end with no emulator left). */
+export const clear: Effect.Effect<void> = Effect.suspend(() => (standby === undefined ? Effect.void : drop(standby)))
