@@ -168,9 +168,16 @@ export const take = (
     return Option.some(taken.resumed)
   })
 
-/** The standby for a state file: none, resumed and still warming up, or warm (tests and the benchmark wait for one). */
-export const stateOf = (statePath: string): "none" | "warming" | "warm" =>
-  standby === undefined || !standby.id.startsWith(`${statePath}\n`) ? "none" : standby.warmUp.warm ? "warm" : "warming"
+/**
+ * The standby for a state file (any, without one): none, resumed and still warming up, or
+ * warm. Tests and the benchmark wait for one.
+ */
+export const stateOf = (statePath?: string): "none" | "warming" | "warm" =>
+  standby === undefined || (statePath !== undefined && !standby.id.startsWith(`${statePath}\n`))
+    ? "none"
+    : standby.warmUp.warm
+    ? "warm"
+    : "warming"
 
 /** Shuts the standby down, if there is one (tests end with no emulator left). */
 export const clear: Effect.Effect<void> = Effect.suspend(() => (standby === undefined ? Effect.void : drop(standby)))
