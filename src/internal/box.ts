@@ -121,7 +121,7 @@ export const make = (
         if (Option.isSome(taken)) {
           return yield* serve(taken.value.client, decoded, startedAt, guestInit, taken.value.agent, origin, "standby").pipe(
             Effect.timeoutFail({
-              duration: resumeTimeout,
+              duration: resumeTimeout(decoded),
               onTimeout: () => new MachineError({ reason: "the standby sandbox's agent did not answer", consoleTail: "" })
             })
           )
@@ -164,8 +164,12 @@ const warmUpCommand =
   "ls / >/dev/null; cat /dev/null; grep -q x /dev/null; sed -n p /dev/null; awk 1 /dev/null; " +
   "head -c1 /dev/zero >/dev/null; env >/dev/null; date >/dev/null; true"
 
-/** A resumed agent must answer INIT this fast, or the state is treated as broken. */
-const resumeTimeout = Duration.seconds(10)
+/**
+ * A resumed agent must answer INIT this fast, or the state is treated as broken: half of
+ * `bootTimeout`, which leaves the other half to the cold boot a warm start falls back to
+ * (a fixed 10 s made busy machines give up on good states and boot cold).
+ */
+const resumeTimeout = (options: DecodedBoxOptions) => Duration.times(options.bootTimeout, 0.5)
 
 /**
  * Resumes the saved state at `path`, if there is one that works. The attempt runs in its
@@ -256,7 +260,7 @@ const resumeFrom = (
     const client = yield* AgentClient.make(machine, { resumed: true })
     return yield* serve(client, options, startedAt, guestInit, saved.agent, origin, startedFrom).pipe(
       Effect.timeoutFail({
-        duration: resumeTimeout,
+        duration: resumeTimeout(options),
         onTimeout: () => new MachineError({ reason: "the resumed agent did not answer", consoleTail: "" })
       })
     )
