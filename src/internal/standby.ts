@@ -9,9 +9,10 @@
  * only the INIT that gives it fresh time, entropy and hostname.
  *
  * One standby per process, made when a sandbox that asked for one is released (sequential
- * use: tests, agents), dropped after `standbyLifetime` unused. It never keeps the process
+ * use: tests, agents), dropped after `standbyLifetimeMillis` unused. It never keeps the process
  * alive: its worker is unreferenced and nothing here sets an Effect timer.
  */
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
@@ -24,6 +25,8 @@ import { errorReply, tagOf } from "./ninePWire.ts"
 
 /** How long an unused standby is kept (its emulator holds ~100 MB). */
 const standbyLifetimeMillis = 2 * 60 * 1000
+/** How long taking a standby waits for its warm-up command in progress to end. */
+const warmUpStepLimit = Duration.seconds(10)
 
 /** A file server the standby's 9P requests go to once a sandbox takes it. */
 export type FileServer = (request: Uint8Array) => Promise<Uint8Array>
@@ -157,8 +160,13 @@ export const take = (
     standby = undefined
     clearTimeout(taken.expiry)
     taken.warmUp.stop = true
-    yield* Fiber.await(taken.warming)
-    if (taken.fileVersion === undefined || taken.fileVersion !== versionOf(key.statePath) || !taken.resumed.client.isAlive) {
+    // A warm-up command takes well under a second; one that does not end means a guest
+    // that will not serve the sandbox either.
+    const warmUpEnded = yield* Fiber.await(taken.warming).pipe(Effect.timeoutOption(warmUpStepLimit))
+    if (
+      Option.isNone(warmUpEnded) || taken.fileVersion === undefined || taken.fileVersion !== versionOf(key.statePath) ||
+      !taken.resumed.client.isAlive
+    ) {
       yield* Scope.close(taken.scope, Exit.void)
       return Option.none()
     }
