@@ -32,6 +32,8 @@ export const runShell = async (box: PromiseBox, command: string): Promise<ShellT
 }
 
 const main = async () => {
+  // One sandbox for this conversation. A server that opens one per task would pass
+  // `{ standby: true }`: each release then readies the next task's sandbox in the background.
   const box = await V86Box.open()
   try {
     // What a model might ask for, one call at a time.
