@@ -87,9 +87,9 @@ const v86boxStart = async (options: Parameters<typeof V86Box.layer>[0]): Promise
   return { firstMs: median(firsts), next10Ms: median(nexts) }
 }
 
-/** Waits until the standby made by the last release has warmed up (at most 2 minutes). */
+/** Waits until the standby the last release makes, if any, has warmed up (at most 2 minutes). */
 const standbyWarm = async () => {
-  for (let waited = 0; waited < 120_000 && Standby.stateOf() !== "warm"; waited += 250) {
+  for (let waited = 0; waited < 120_000 && ["resuming", "warming"].includes(Standby.stateOf()); waited += 250) {
     await new Promise((resolve) => setTimeout(resolve, 250))
   }
 }

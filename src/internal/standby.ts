@@ -71,8 +71,8 @@ interface Standby {
 }
 
 let standby: Standby | undefined
-/** The key being prepared now, so two releases in a row do not make two. */
-let preparing: string | undefined
+/** The standby being made now, so two releases in a row do not make two (and `clear` can stop it). */
+let preparing: { readonly id: string; fiber?: Fiber.RuntimeFiber<void> } | undefined
 
 const idOf = (key: StandbyKey) => `${key.statePath}\n${key.imageFingerprint}\n${key.memoryMB}`
 
@@ -103,45 +103,53 @@ const drop = (dropped: Standby) =>
 export const prepare = (recipe: StandbyRecipe): Effect.Effect<void> =>
   Effect.suspend(() => {
     const id = idOf(recipe.key)
-    if (preparing === id || standby?.id === id) return Effect.void
-    preparing = id
-    return Effect.gen(function*() {
+    if (preparing?.id === id || standby?.id === id) return Effect.void
+    const preparation: { readonly id: string; fiber?: Fiber.RuntimeFiber<void> } = { id }
+    preparing = preparation
+    const make = Effect.gen(function*() {
       if (standby !== undefined) yield* drop(standby)
       const fileVersion = versionOf(recipe.key.statePath)
       const scope = yield* Scope.make()
-      const redirect: { target: FileServer | undefined } = { target: undefined }
-      const resumed = yield* recipe.resume((request) => (redirect.target ?? unavailable)(request)).pipe(
-        Scope.extend(scope),
-        Effect.onError((cause) => Scope.close(scope, Exit.failCause(cause)))
+      yield* Effect.gen(function*() {
+        const redirect: { target: FileServer | undefined } = { target: undefined }
+        const resumed = yield* recipe.resume((request) => (redirect.target ?? unavailable)(request)).pipe(
+          Scope.extend(scope)
+        )
+        const warmUp = { stop: false, warm: false }
+        const warming = yield* recipe.warmUp(resumed.client, () => warmUp.stop).pipe(
+          Effect.tap(() => Effect.sync(() => (warmUp.warm = !warmUp.stop))),
+          Effect.ignore,
+          Effect.forkDaemon
+        )
+        const made: Standby = {
+          id,
+          fileVersion,
+          scope,
+          resumed,
+          redirect,
+          warming,
+          warmUp,
+          // A plain timer, unreferenced: an unused standby must not keep the process alive.
+          expiry: setTimeout(() => Effect.runFork(drop(made)), standbyLifetimeMillis).unref()
+        }
+        standby = made
+      }).pipe(
+        // Failed or stopped (by `clear`) before it was kept: nothing of it stays.
+        Effect.onError((cause) => standby?.scope === scope ? Effect.void : Scope.close(scope, Exit.failCause(cause)))
       )
-      const warmUp = { stop: false, warm: false }
-      const warming = yield* recipe.warmUp(resumed.client, () => warmUp.stop).pipe(
-        Effect.tap(() => Effect.sync(() => (warmUp.warm = !warmUp.stop))),
-        Effect.ignore,
-        Effect.forkDaemon
-      )
-      const made: Standby = {
-        id,
-        fileVersion,
-        scope,
-        resumed,
-        redirect,
-        warming,
-        warmUp,
-        // A plain timer, unreferenced: an unused standby must not keep the process alive.
-        expiry: setTimeout(() => Effect.runFork(drop(made)), standbyLifetimeMillis).unref()
-      }
-      standby = made
-    }).pipe(
+    })
+    return make.pipe(
       Effect.ignore,
       Effect.ensuring(Effect.sync(() => {
-        if (preparing === id) preparing = undefined
+        if (preparing === preparation) preparing = undefined
       })),
       // Asked for from a finalizer, which runs uninterruptibly: what the standby forks
       // (the agent client's reader) must stay interruptible, or it could never be shut down.
       Effect.interruptible,
       Effect.forkDaemon,
-      Effect.asVoid
+      Effect.map((fiber) => {
+        preparation.fiber = fiber
+      })
     )
   })
 
@@ -177,15 +185,18 @@ export const take = (
   })
 
 /**
- * The standby for a state file (any, without one): none, resumed and still warming up, or
- * warm. Tests and the benchmark wait for one.
+ * The standby for a state file (any, without one): none, being resumed, resumed and
+ * still warming up, or warm. Tests and the benchmark wait for one.
  */
-export const stateOf = (statePath?: string): "none" | "warming" | "warm" =>
-  standby === undefined || (statePath !== undefined && !standby.id.startsWith(`${statePath}\n`))
-    ? "none"
-    : standby.warmUp.warm
-    ? "warm"
-    : "warming"
+export const stateOf = (statePath?: string): "none" | "resuming" | "warming" | "warm" => {
+  const matches = (id: string | undefined) => id !== undefined && (statePath === undefined || id.startsWith(`${statePath}\n`))
+  if (standby !== undefined && matches(standby.id)) return standby.warmUp.warm ? "warm" : "warming"
+  return matches(preparing?.id) ? "resuming" : "none"
+}
 
-/** Shuts the standby down, if there is one (tests end with no emulator left). */
-export const clear: Effect.Effect<void> = Effect.suspend(() => (standby === undefined ? Effect.void : drop(standby)))
+/** Stops the standby being made and shuts the standby down, if any (tests end with no emulator left). */
+export const clear: Effect.Effect<void> = Effect.gen(function*() {
+  const fiber = preparing?.fiber
+  if (fiber !== undefined) yield* Fiber.interrupt(fiber)
+  if (standby !== undefined) yield* drop(standby)
+})
