@@ -639,6 +639,22 @@ const shellServerOf = (agent: Agent): number | undefined => {
   return undefined
 }
 
+/**
+ * The shell server's pid once its bash runs the server script (at most 5 s). Under load
+ * it was not there after the first command in 2 of ~10 runs; a server that ended early
+ * is restarted by the next command, so one is sent each second meanwhile.
+ */
+const waitForShellServer = async (agent: Agent, channel: number): Promise<number | undefined> => {
+  const deadline = Date.now() + 5000
+  let server = shellServerOf(agent)
+  for (let waited = 0; server === undefined && Date.now() < deadline; waited += 20) {
+    if (waited > 0 && waited % 1000 === 0) await agent.run(channel++, [["cmd", "true"]])
+    await new Promise((resolve) => setTimeout(resolve, 20))
+    server = shellServerOf(agent)
+  }
+  return server
+}
+
 /** Children of the agent that run its shell server script: the server, and a spare once one is ready. */
 const serverChildrenOf = (agent: Agent): Array<number> =>
   readdirSync("/proc").filter((entry) => /^\d+$/.test(entry)).map(Number).filter((pid) => {
@@ -732,7 +748,8 @@ describe("the shell server (commands forked from a bash started once)", () => {
   it("replaces a shell server that was killed, and commands keep working", async () => {
     const agent = await startAgent()
     await agent.run(1, [["cmd", "true"]])
-    const server = shellServerOf(agent)
+    // Started with the agent, but its bash may still be starting on a busy host.
+    const server = await waitForShellServer(agent, 10)
     expect(server).toBeDefined()
     process.kill(server!, "SIGKILL")
     expect(await waitUntilDead(server!)).toBe(true)

@@ -29,7 +29,8 @@ const fork = (snapshot: Snapshot | string) =>
       const [random, temporary, hostname] = yield* identity(box)
       yield* box.exec("echo mine > /root/own.txt")
       const own = yield* box.exec("cat /root/own.txt")
-      return { inherited: inherited.stdout, random, temporary, hostname, own: own.stdout }
+      const { startedFrom } = yield* box.status
+      return { inherited: inherited.stdout, random, temporary, hostname, own: own.stdout, startedFrom }
     }))
 
 const badSnapshot = (fromSnapshot: V86BoxOptions["fromSnapshot"]) =>
@@ -61,6 +62,7 @@ describe("snapshots", () => {
         expect(forked.own).toBe("mine\n")
         expect(forked.random).toMatch(/^[0-9a-f]{32}$/)
         expect(forked.hostname).toMatch(/^v86box-[0-9a-f]{8}$/)
+        expect(forked.startedFrom).toBe("snapshot")
       }
       expect(first.random).not.toBe(second.random)
       expect(first.temporary).not.toBe(second.temporary)
