@@ -119,12 +119,7 @@ export const make = (
         yield* Effect.addFinalizer(() => Standby.prepare(standbyRecipe(key, config, decoded)))
         const taken = yield* Standby.take(key, config.fileServer)
         if (Option.isSome(taken)) {
-          return yield* serve(taken.value.client, decoded, startedAt, guestInit, taken.value.agent, origin, "standby").pipe(
-            Effect.timeoutFail({
-              duration: resumeTimeout(decoded),
-              onTimeout: () => new MachineError({ reason: "the standby sandbox's agent did not answer", consoleTail: "" })
-            })
-          )
+          return yield* serveResumed(taken.value.client, decoded, startedAt, guestInit, taken.value.agent, origin, "standby")
         }
       }
       if (statePath !== undefined) {
@@ -258,13 +253,29 @@ const resumeFrom = (
   Effect.gen(function*() {
     const machine = yield* V86Machine.make({ ...config, initialState: saved.state })
     const client = yield* AgentClient.make(machine, { resumed: true })
-    return yield* serve(client, options, startedAt, guestInit, saved.agent, origin, startedFrom).pipe(
-      Effect.timeoutFail({
-        duration: resumeTimeout(options),
-        onTimeout: () => new MachineError({ reason: "the resumed agent did not answer", consoleTail: "" })
-      })
-    )
+    return yield* serveResumed(client, options, startedAt, guestInit, saved.agent, origin, startedFrom)
   })
+
+/** `serve` for a machine resumed from a state (no READY comes), bounded by `resumeTimeout`. */
+const serveResumed = (
+  client: AgentClient,
+  options: DecodedBoxOptions,
+  startedAt: number,
+  guestInit: GuestInit,
+  agentVersion: string,
+  origin: StateFile.StateOrigin,
+  startedFrom: "warmStart" | "snapshot" | "standby"
+) =>
+  serve(client, options, startedAt, guestInit, agentVersion, origin, startedFrom).pipe(
+    Effect.timeoutFail({
+      duration: resumeTimeout(options),
+      onTimeout: () =>
+        new MachineError({
+          reason: `the ${startedFrom === "standby" ? "standby sandbox's" : "resumed"} agent did not answer`,
+          consoleTail: ""
+        })
+    })
+  )
 
 /**
  * The snapshot `fromSnapshot` names, checked against the image and RAM it must run with:
