@@ -46,9 +46,12 @@
 #define STDIN_WINDOW 65536
 #define DRAIN_TIMEOUT_MS 200
 #define START_ERROR_MAX 1024
-/* Processes one command may have at once (a cgroup's pids.max): a fork bomb stops here. */
-#define COMMAND_PIDS_MAX 256
+/* Processes one command may have at once (a cgroup's pids.max): a fork bomb stops here.
+ * 256 bash processes did not fit in the default 64 MiB guest (global OOM, guest frozen
+ * for tens of seconds); 128 use ~20 MiB. */
+#define COMMAND_PIDS_MAX 128
 #define CGROUP_ROOT "/sys/fs/cgroup"
+#define COMMANDS_CGROUP CGROUP_ROOT "/commands"
 
 enum frame_type {
 	FRAME_PING = 0x02,
@@ -93,14 +96,12 @@ struct channel {
 	int64_t drain_deadline; /* monotonic ms: stop waiting for EOF on the pipes after this */
 	bool past_deadline;
 	/*
-	 * Started through the shell server and not yet reported: the command's ends of its
-	 * pipes and its request stay open here until the subshell has opened them, and its
-	 * output is not read yet. While queued (pid 0), a signal waits in pending_signal.
+	 * Handed to a spare of the shell server (pid) and not yet reported: the command's
+	 * ends of its pipes and its request stay open here until the subshell has opened
+	 * them, and its output is not read yet.
 	 */
 	bool starting;
-	bool queued; /* waiting for a spare: no process yet */
 	int handoff[4];
-	uint32_t pending_signal;
 	bool discard; /* the start failed and ERROR was sent: free without EXIT */
 	bool cgroup; /* has a cgroup of its own, removed with the channel */
 };
@@ -195,9 +196,30 @@ static int write_text(const char *path, const char *text)
 	return result;
 }
 
+/* MemTotal from /proc/meminfo in KiB; 0 if unknown. */
+static unsigned long mem_total_kb(void)
+{
+	unsigned long kb = 0;
+	FILE *file = fopen("/proc/meminfo", "re");
+	if (!file)
+		return 0;
+	if (fscanf(file, "MemTotal: %lu kB", &kb) != 1)
+		kb = 0;
+	fclose(file);
+	return kb;
+}
+
 /*
- * Guest only: cgroup v2 with the pids controller, so each command gets its own process
- * cap (root ignores RLIMIT_NPROC). Without it commands just run uncapped.
+ * Guest only: cgroup v2. Each command gets a group of its own under "commands", with
+ * pids.max (root ignores RLIMIT_NPROC, so this is what stops a fork bomb). The
+ * commands group has memory.max below guest RAM: there is no swap, so without it a
+ * command that allocates without end makes the kernel evict every program page it
+ * can, and the whole guest crawls re-reading them for minutes before the OOM killer
+ * acts; with it the OOM killer picks the biggest command process at once, while the
+ * agent, the shell server and their page cache still have room. The memory controller
+ * stops at that one group: per-command memory groups cost ~10 % more emulated
+ * instructions per command (measured), for a cap nobody asked for. Without cgroups
+ * commands just run uncapped.
  */
 static void setup_cgroups(void)
 {
@@ -207,9 +229,26 @@ static void setup_cgroups(void)
 	}
 	/* cpu: a command's processes share one command's CPU time, so a fork bomb
 	 * slows itself, not the other commands. */
-	if (write_text(CGROUP_ROOT "/cgroup.subtree_control", "+pids +cpu") < 0 &&
+	if (write_text(CGROUP_ROOT "/cgroup.subtree_control", "+pids +cpu +memory") < 0 &&
+	    write_text(CGROUP_ROOT "/cgroup.subtree_control", "+pids +cpu") < 0 &&
 	    write_text(CGROUP_ROOT "/cgroup.subtree_control", "+pids") < 0) {
 		warn("cgroup pids controller: %s", strerror(errno));
+		return;
+	}
+	if (mkdir(COMMANDS_CGROUP, 0755) < 0 && errno != EEXIST) {
+		warn("mkdir " COMMANDS_CGROUP ": %s", strerror(errno));
+		return;
+	}
+	/* Room left for the kernel, the agent, the shell server and the page cache of the
+	 * programs they run: 12 MiB plus an eighth of RAM. */
+	unsigned long total = mem_total_kb(), reserve = 12 * 1024 + total / 8;
+	char limit[24];
+	snprintf(limit, sizeof limit, "%lu", total > 2 * reserve ? (total - reserve) * 1024 : total * 1024 / 2);
+	if (total && write_text(COMMANDS_CGROUP "/memory.max", limit) < 0 && errno != ENOENT)
+		warn("commands memory.max: %s", strerror(errno));
+	if (write_text(COMMANDS_CGROUP "/cgroup.subtree_control", "+pids +cpu") < 0 &&
+	    write_text(COMMANDS_CGROUP "/cgroup.subtree_control", "+pids") < 0) {
+		warn("commands pids controller: %s", strerror(errno));
 		return;
 	}
 	use_cgroups = true;
@@ -217,7 +256,7 @@ static void setup_cgroups(void)
 
 static void command_cgroup_path(uint32_t id, char *path, size_t size, const char *file)
 {
-	snprintf(path, size, CGROUP_ROOT "/command-%u%s%s", id, file ? "/" : "", file ? file : "");
+	snprintf(path, size, COMMANDS_CGROUP "/command-%u%s%s", id, file ? "/" : "", file ? file : "");
 }
 
 /* Makes the command's cgroup; false (and it runs uncapped) if that fails. */
@@ -679,7 +718,6 @@ static char server_report_buf[4096];
 static size_t server_report_len;
 
 static pid_t server_pid = -1;
-static int64_t server_started_ms;
 static int server_wants = -1; /* write end of the server's stdin: a line per spare wanted */
 static bool spare_wanted; /* asked the server for one that has not reported yet */
 static pid_t spare_pid = -1; /* the spare waiting for a request, or -1 */
@@ -764,7 +802,6 @@ static void start_shell_server(void)
 	if (pid == 0)
 		run_command(&request, wants[0], server_reports[1], null_fd, -1);
 	server_pid = pid;
-	server_started_ms = now_ms();
 	server_wants = wants[1];
 	wants[1] = -1;
 	spare_wanted = false;
@@ -858,29 +895,29 @@ static int write_request(const struct exec_request *request, int stdin_fd, int s
 	return fd;
 }
 
-/* Gives the oldest queued command to the spare. */
-static void dispatch_to_spare(void)
+/*
+ * A command's stdout and stderr pipes, and its stdin pipe if it has one, with the
+ * agent's ends non-blocking: a blocking pipe would freeze the agent.
+ */
+static bool open_command_pipes(bool with_stdin, int stdout_pipe[2], int stderr_pipe[2], int stdin_pipe[2])
 {
-	struct channel *oldest = NULL;
-	char line[48];
+	return pipe2(stdout_pipe, O_CLOEXEC) == 0 && pipe2(stderr_pipe, O_CLOEXEC) == 0 &&
+	       (!with_stdin || pipe2(stdin_pipe, O_CLOEXEC) == 0) && set_nonblocking(stdout_pipe[0]) &&
+	       set_nonblocking(stderr_pipe[0]) && (stdin_pipe[1] < 0 || set_nonblocking(stdin_pipe[1]));
+}
 
-	if (spare_pid <= 0)
-		return;
-	for (struct channel *channel = channels; channel; channel = channel->next)
-		if (channel->queued)
-			oldest = channel;
-	if (!oldest)
-		return;
-	if (oldest->cgroup)
-		enter_command_cgroup(oldest->id, spare_pid);
-	int len = snprintf(line, sizeof line, "%u %d\n", oldest->id, oldest->handoff[3]);
+/* Gives the command to the waiting spare: first its cgroup, then its request line. */
+static bool hand_to_spare(uint32_t id, int request_fd, bool cgroup)
+{
+	char line[48];
+	if (cgroup)
+		enter_command_cgroup(id, spare_pid);
+	int len = snprintf(line, sizeof line, "%u %d\n", id, request_fd);
 	/* The pipe is empty (one line at a time), so the line goes in whole. */
 	if (write(spare_requests[1], line, (size_t)len) != len)
-		return;
+		return false;
 	request_in_flight = true;
-	oldest->queued = false;
-	oldest->pid = spare_pid;
-	spare_pid = -1;
+	return true;
 }
 
 /*
@@ -901,17 +938,20 @@ static bool start_in_server(uint32_t id, const struct exec_request *request)
 		want_spare_when_idle();
 		return false;
 	}
-	if (pipe2(stdout_pipe, O_CLOEXEC) < 0 || pipe2(stderr_pipe, O_CLOEXEC) < 0 ||
-	    (request->stdin_pipe && pipe2(stdin_pipe, O_CLOEXEC) < 0))
-		goto out;
-	if (!set_nonblocking(stdout_pipe[0]) || !set_nonblocking(stderr_pipe[0]) ||
-	    (stdin_pipe[1] >= 0 && !set_nonblocking(stdin_pipe[1])))
+	if (!open_command_pipes(request->stdin_pipe, stdout_pipe, stderr_pipe, stdin_pipe))
 		goto out;
 	request_fd = write_request(request, stdin_pipe[0], stdout_pipe[1], stderr_pipe[1]);
 	if (request_fd < 0 || !(channel = new_channel(id)))
 		goto out;
 	channel->cgroup = make_command_cgroup(id);
-	channel->starting = channel->queued = true;
+	if (!hand_to_spare(id, request_fd, channel->cgroup)) {
+		if (channel->cgroup)
+			remove_command_cgroup(id);
+		goto out;
+	}
+	channel->pid = spare_pid;
+	spare_pid = -1;
+	channel->starting = true;
 	channel->outputs[0].fd = stdout_pipe[0];
 	channel->outputs[1].fd = stderr_pipe[0];
 	channel->stdin_fd = stdin_pipe[1];
@@ -925,7 +965,6 @@ static bool start_in_server(uint32_t id, const struct exec_request *request)
 	channels = channel;
 	channel = NULL;
 	started = true;
-	dispatch_to_spare();
 out:
 	close_pipe(stdout_pipe);
 	close_pipe(stderr_pipe);
@@ -938,7 +977,7 @@ out:
 /* Ends a command that never started, with ERROR instead of EXIT. */
 static void fail_start_in_server(struct channel *channel, const char *why)
 {
-	channel->starting = channel->queued = false;
+	channel->starting = false;
 	for (int i = 0; i < 4; i++)
 		close_fd(&channel->handoff[i]);
 	send_error(channel->id, "%s", why);
@@ -948,7 +987,7 @@ static void fail_start_in_server(struct channel *channel, const char *why)
 static struct channel *find_starting_channel(uint32_t id)
 {
 	for (struct channel *channel = channels; channel; channel = channel->next)
-		if (channel->id == id && channel->starting && !channel->queued)
+		if (channel->id == id && channel->starting)
 			return channel;
 	return NULL;
 }
@@ -960,7 +999,6 @@ static void handle_report(char *line)
 	if (strncmp(line, "spare ", 6) == 0) {
 		spare_pid = (pid_t)strtol(line + 6, NULL, 10);
 		spare_wanted = false;
-		dispatch_to_spare();
 		return;
 	}
 	unsigned long id = strtoul(line, &rest, 10);
@@ -979,8 +1017,6 @@ static void handle_report(char *line)
 	for (int i = 0; i < 4; i++)
 		close_fd(&channel->handoff[i]);
 	send_u32(FRAME_STARTED, channel->id, (uint32_t)channel->pid);
-	if (channel->pending_signal)
-		receive_signal(channel, channel->pending_signal);
 }
 
 static void read_server_reports(void)
@@ -1024,21 +1060,12 @@ static void command_exited(struct channel *channel, int status);
  */
 static bool shell_server_child_exited(pid_t pid, int status)
 {
-	bool queued = false;
-	for (struct channel *channel = channels; channel; channel = channel->next)
-		queued = queued || channel->queued;
 	if (pid == server_pid) {
-		/* Spares it forked live on. Queued commands need a new server now; one that
-		 * dies right after starting is not restarted in a loop but on the next EXEC. */
+		/* Spares it forked live on. A new server starts on the next EXEC, so one that
+		 * dies right after starting is not restarted in a loop. */
 		close_fd(&server_wants);
 		server_pid = -1;
 		spare_wanted = false;
-		if (queued && spare_pid < 0 && now_ms() - server_started_ms > 1000)
-			start_shell_server();
-		if (server_pid < 0 && spare_pid < 0)
-			for (struct channel *channel = channels; channel; channel = channel->next)
-				if (channel->queued)
-					fail_start_in_server(channel, "the shell server exited");
 		return true;
 	}
 	if (pid == spare_pid) {
@@ -1047,7 +1074,7 @@ static bool shell_server_child_exited(pid_t pid, int status)
 		return true;
 	}
 	for (struct channel *channel = channels; channel; channel = channel->next) {
-		if (channel->starting && !channel->queued && channel->pid == pid) {
+		if (channel->starting && channel->pid == pid) {
 			/* Its process existed, so it ends as a command killed early would. */
 			drain_spare_requests();
 			request_in_flight = false;
@@ -1094,8 +1121,8 @@ static void start_command(uint32_t id, const unsigned char *payload, size_t len)
 	channel->cgroup = make_command_cgroup(id);
 	if (channel->cgroup)
 		request.cgroup_id = id;
-	if (pipe2(stdout_pipe, O_CLOEXEC) < 0 || pipe2(stderr_pipe, O_CLOEXEC) < 0 ||
-	    (request.stdin_pipe && pipe2(stdin_pipe, O_CLOEXEC) < 0) || pipe2(error_pipe, O_CLOEXEC) < 0) {
+	if (!open_command_pipes(request.stdin_pipe, stdout_pipe, stderr_pipe, stdin_pipe) ||
+	    pipe2(error_pipe, O_CLOEXEC) < 0) {
 		send_error(id, "pipe: %s", strerror(errno));
 		goto out;
 	}
@@ -1115,15 +1142,6 @@ static void start_command(uint32_t id, const unsigned char *payload, size_t len)
 	if (message_len > 0) {
 		wait_for(pid);
 		send_error(id, "%.*s", (int)message_len, message);
-		goto out;
-	}
-	if (!set_nonblocking(stdout_pipe[0]) || !set_nonblocking(stderr_pipe[0]) ||
-	    (stdin_pipe[1] >= 0 && !set_nonblocking(stdin_pipe[1]))) {
-		/* Blocking pipes would freeze the agent, so this command cannot run. */
-		int saved = errno;
-		kill(-pid, SIGKILL);
-		wait_for(pid);
-		send_error(id, "fcntl: %s", strerror(saved));
 		goto out;
 	}
 	channel->pid = pid;
@@ -1218,10 +1236,6 @@ static void receive_signal(struct channel *channel, uint32_t sig)
 	/* Once reaped, the group is already killed and its id may belong to someone else. */
 	if (channel->exited)
 		return;
-	if (channel->queued) {
-		channel->pending_signal = sig;
-		return;
-	}
 	if (kill(-channel->pid, (int)sig) < 0 && errno != ESRCH)
 		send_error(0, "channel %u: signal %u: %s", channel->id, sig, strerror(errno));
 }
