@@ -100,7 +100,11 @@ export const make = (config: V86MachineConfig): Effect.Effect<Machine, MachineEr
 export const makeDetachable = (config: V86MachineConfig): Effect.Effect<DetachedMachine, MachineError, Scope.Scope> =>
   // The images (root disk, saved state: tens of MB) are posted and forgotten: the
   // machine's closures live as long as it does and are made where `config` is not seen.
-  Effect.map(start({ onKernelLog: config.onKernelLog, fileServer: config.fileServer }, config.detached === true), ({ adopt, machine, worker }) => {
+  Effect.map(start({ onKernelLog: config.onKernelLog, fileServer: config.fileServer }, {
+    detached: config.detached === true,
+    emulator: emulatorKey(config),
+    resumes: config.initialState !== undefined
+  }), ({ adopt, machine, reused, worker }) => {
     const state = config.initialState === undefined ? undefined : ownedBuffer(config.initialState)
     worker.postMessage({
       type: "boot",
@@ -115,7 +119,8 @@ export const makeDetachable = (config: V86MachineConfig): Effect.Effect<Detached
         rootfsBytes: config.rootfs?.byteLength,
         cmdline: config.cmdline,
         memoryMB: config.memoryMB,
-        initialState: state
+        initialState: state,
+        reuse: reused
       }
     }, state === undefined ? [] : [state.buffer])
     return { machine, adopt }
@@ -130,11 +135,33 @@ const ownedBuffer = (bytes: Uint8Array): Uint8Array<ArrayBuffer> =>
     ? bytes as Uint8Array<ArrayBuffer>
     : new Uint8Array(bytes)
 
+/**
+ * What a recycled emulator must share with a machine to resume a state into it: the same
+ * v86 build, RAM and devices (the disk's size; BIOS images are mapped at creation).
+ */
+const emulatorKey = (config: V86MachineConfig): string =>
+  [wasmIdOf(config.wasm), config.memoryMB, config.rootfs?.byteLength, config.bios.byteLength, config.vgaBios.byteLength].join(":")
+
+const wasmIds = new WeakMap<WebAssembly.Module, number>()
+let lastWasmId = 0
+const wasmIdOf = (wasm: WebAssembly.Module): number => {
+  const known = wasmIds.get(wasm)
+  if (known !== undefined) return known
+  wasmIds.set(wasm, ++lastWasmId)
+  return lastWasmId
+}
+
 /** The worker and the machine over it, waiting for its "boot" message. */
 const start = (
   hooks: Pick<V86MachineConfig, "onKernelLog" | "fileServer">,
-  detached: boolean
-): Effect.Effect<DetachedMachine & { readonly worker: Worker }, MachineError, Scope.Scope> =>
+  how: {
+    readonly detached: boolean
+    /** {@link emulatorKey} of the machine to start. */
+    readonly emulator: string
+    /** It resumes a saved state, so a recycled emulator with the same key can take it. */
+    readonly resumes: boolean
+  }
+): Effect.Effect<DetachedMachine & { readonly worker: Worker; readonly reused: boolean }, MachineError, Scope.Scope> =>
   Effect.gen(function*() {
     const kernelLog = new ConsoleTail()
     const serialDecoder = new TextDecoder()
@@ -144,6 +171,8 @@ const start = (
     const saves = new Map<number, Deferred.Deferred<Uint8Array, MachineError>>()
     let nextSaveId = 1
     let failure: MachineError | undefined
+    /** Shut down healthy: its emulator may be recycled. */
+    let recyclable = false
 
     const fail = (reason: string) => {
       if (failure !== undefined) return
@@ -163,18 +192,30 @@ const start = (
       if (fatal !== undefined) fail(fatal)
     }
 
-    const worker = yield* Effect.acquireRelease(
+    const { reused, worker } = yield* Effect.acquireRelease(
       Effect.try({
-        try: takeWorker,
+        try: () => takeWorker(how.resumes ? how.emulator : undefined),
         catch: (error) => new MachineError({ reason: `cannot start the emulator worker: ${String(error)}`, consoleTail: "" })
       }),
-      (worker) => stopWorker(worker, stopped)
+      ({ worker }) =>
+        Effect.suspend(() => {
+          if (!recyclable) return stopWorker(worker, stopped)
+          worker.off("message", onMessage).off("error", onError).off("exit", onExit)
+          if (adopted) runningWorkers--
+          liveWorkers.delete(worker)
+          recycle(worker, how.emulator)
+          return Effect.void
+        })
     )
 
-    worker.on("message", (message: unknown) => {
+    // A recycled worker may still deliver what its previous guest wrote: not this one's.
+    let running = false
+    const onMessage = (message: unknown) => {
       if (!isWorkerMessage(message)) return fail(`the emulator worker sent an unknown message: ${String(message)}`)
+      if (!running && message._tag !== "started" && message._tag !== "failed") return
       switch (message._tag) {
         case "started":
+          running = true
           Deferred.unsafeDone(started, Effect.void)
           prepareSpareWorker()
           break
@@ -200,14 +241,16 @@ const start = (
           Deferred.unsafeDone(stopped, Effect.void)
           break
       }
-    })
+    }
+    worker.on("message", onMessage)
     const answerFileRequest = (id: number, request: Uint8Array) => {
       const answer = hooks.fileServer?.(request) ?? Promise.resolve(errorReply(tagOf(request), "EOPNOTSUPP"))
       void answer.catch(() => errorReply(tagOf(request), "EIO")).then((reply) => {
         if (failure === undefined) worker.postMessage({ type: "files-reply", id, bytes: reply }, [reply.buffer as ArrayBuffer])
       })
     }
-    worker.on("error", (error) => fail(`the emulator worker crashed: ${error.stack ?? error.message}`))
+    const onError = (error: Error) => fail(`the emulator worker crashed: ${error.stack ?? error.message}`)
+    worker.on("error", onError)
     let adopted = false
     const adopt = () => {
       if (adopted) return
@@ -216,14 +259,15 @@ const start = (
       runningWorkers++
       liveWorkers.add(worker)
     }
-    if (detached) worker.unref()
+    if (how.detached) worker.unref()
     else adopt()
-    worker.on("exit", (code) => {
+    const onExit = (code: number) => {
       if (adopted) runningWorkers--
       liveWorkers.delete(worker)
       Deferred.unsafeDone(stopped, Effect.void)
       fail(`the emulator worker exited (code ${code})`)
-    })
+    }
+    worker.on("exit", onExit)
 
     const alive = Effect.suspend(() => (failure === undefined ? Effect.void : Effect.fail(failure)))
 
@@ -247,8 +291,13 @@ const start = (
         return yield* Deferred.await(save)
       })
     }
-    yield* Effect.addFinalizer(() => Effect.sync(() => fail("the machine was shut down")))
-    return { machine, worker, adopt }
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() => {
+        recyclable = failure === undefined && running
+        fail("the machine was shut down")
+      })
+    )
+    return { machine, worker, adopt, reused }
   })
 
 /**
@@ -276,14 +325,61 @@ const prepareSpareWorker = () => {
   }
 }
 
-const takeWorker = (): Worker => {
+/**
+ * The emulator of the last sandbox released healthy, paused, kept for the next machine
+ * that resumes a state with the same {@link emulatorKey}: the code v86 compiled in it
+ * stays valid for every page the state does not change (see v86Worker.mjs), so that
+ * sandbox runs at full speed from its first command. One per process, dropped after
+ * `recycledLifetimeMillis` unused; never keeps the process alive.
+ */
+let recycled: { readonly worker: Worker; readonly key: string; readonly forget: () => void; readonly expiry: ReturnType<typeof setTimeout> } | undefined
+
+/** How long a recycled emulator (~100 MB) is kept unused. */
+const recycledLifetimeMillis = 60_000
+
+const recycle = (worker: Worker, key: string) => {
+  dropRecycled()
+  worker.postMessage({ type: "pause" })
+  worker.unref()
+  const forget = () => {
+    if (recycled?.worker === worker) {
+      clearTimeout(recycled.expiry)
+      recycled = undefined
+    }
+  }
+  worker.on("error", forget)
+  worker.on("exit", forget)
+  recycled = { worker, key, forget, expiry: setTimeout(dropRecycled, recycledLifetimeMillis).unref() }
+}
+
+/** Ends the recycled emulator's worker, if there is one. */
+export const dropRecycled = (): void => {
+  const dropped = recycled
+  if (dropped === undefined) return
+  dropped.forget()
+  void dropped.worker.terminate()
+}
+
+/**
+ * A worker for a new machine: the recycled emulator if `resumesWith` (the emulator key of a
+ * machine that resumes a state) matches it, else the spare thread or a new one.
+ */
+const takeWorker = (resumesWith: string | undefined): { readonly worker: Worker; readonly reused: boolean } => {
+  const reusable = recycled
+  if (reusable !== undefined && reusable.key === resumesWith) {
+    clearTimeout(reusable.expiry)
+    recycled = undefined
+    reusable.worker.off("error", reusable.forget).off("exit", reusable.forget)
+    reusable.worker.ref()
+    return { worker: reusable.worker, reused: true }
+  }
   const taken = spare
   spare = undefined
-  if (taken === undefined) return new Worker(workerUrl)
+  if (taken === undefined) return { worker: new Worker(workerUrl), reused: false }
   taken.worker.off("error", taken.forget)
   taken.worker.off("exit", taken.forget)
   taken.worker.ref()
-  return taken.worker
+  return { worker: taken.worker, reused: false }
 }
 
 /** Asks the worker to destroy its emulator; terminates it if it does not finish in time. */

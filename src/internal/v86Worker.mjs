@@ -4,8 +4,12 @@
 //
 // Messages in (from src/internal/v86Machine.ts):
 //   { type: "boot", config }   config: { wasm, bios, vgaBios, kernel, initrd, rootfs, cmdline,
-//                                        memoryMB, initialState, rootfsBytes }   (ArrayBuffers / Module)
-//                              with initialState, rootfs is left out: the state holds the disk
+//                                        memoryMB, initialState, rootfsBytes, reuse }   (ArrayBuffers / Module)
+//                              with initialState, rootfs is left out: the state holds the disk;
+//                              with reuse, initialState goes into the paused emulator this worker
+//                              already has (see "Recycled emulators" below)
+//   { type: "pause" }          stop the emulator and drop its pending input and output: its
+//                              sandbox is gone, the emulator waits for a "boot" with reuse
 //   { type: "input", bytes }   bytes for the agent console (guest /dev/hvc0)
 //   { type: "save", id }       save the machine state
 //   { type: "files-reply", id, bytes }  the 9P reply to the "files" request `id`
@@ -117,6 +121,13 @@ const arrayBufferOf = (bytes) =>
     : bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength)
 
 const boot = (config) => {
+  if (emulator !== undefined) {
+    if (config.reuse && config.initialState !== undefined) return void resumeInPlace(arrayBufferOf(config.initialState))
+    // Not reusable: this worker only gave its thread.
+    const old = emulator
+    emulator = undefined
+    return void Promise.resolve(old.destroy()).catch(() => undefined).then(() => boot(config))
+  }
   // v86 keeps `options` (and so this function) for the emulator's life: what it holds
   // must not include the images, which are needed only until the machine runs.
   const wasm = config.wasm
@@ -211,6 +222,81 @@ const resume = async (state) => {
   emulator.run()
 }
 
+/*
+ * Recycled emulators. v86 compiles guest code to WebAssembly only once a page has run
+ * ~200,000 instructions, and a restored state keeps no compiled code: a freshly resumed
+ * guest runs interpreted, its first ~30 commands 4-8x slower. A released sandbox's
+ * emulator has that code compiled. Restoring a state into it the usual way would throw
+ * all of it away (v86 clears its JIT cache on restore), but compiled code stays correct
+ * for every page whose bytes the state does not change: the same rule v86 applies when
+ * the guest writes memory (it drops the code of written pages only). So the state's
+ * memory goes in page by page, and only pages that differ are written and have their code
+ * dropped; after a warm start from the same state file that is ~400 of 16,384 pages.
+ * Measured: the next 20 `exec("true")` took ~1 s in all instead of ~6 s.
+ */
+const pause = () => {
+  emulator?.stop()
+  resetIo()
+}
+
+/** Drops input, output and 9P replies meant for the guest that was here before. */
+const resetIo = () => {
+  clearTimeout(retryTimer)
+  retryTimer = undefined
+  pendingInput.length = 0
+  pendingOffset = 0
+  outbox.agent = []
+  outbox.serial = []
+  fileReplies.clear()
+}
+
+const resumeInPlace = async (state) => {
+  const cpu = emulator.v86.cpu
+  if (emulator.is_running()) {
+    emulator.stop()
+    await new Promise((resolve) => {
+      const stopped = () => {
+        emulator.remove_listener("emulator-stopped", stopped)
+        resolve()
+      }
+      emulator.add_listener("emulator-stopped", stopped)
+    })
+  }
+  resetIo()
+  const unpackMemory = cpu.unpack_memory
+  const clearCompiledCode = cpu.jit_clear_cache
+  cpu.unpack_memory = (bitmap, packed) => {
+    const memory = new Uint8Array(cpu.mem8.buffer, cpu.mem8.byteOffset, cpu.mem8.length)
+    const zeroPage = new Uint8Array(PAGE_BYTES)
+    const pages = cpu.memory_size[0] / PAGE_BYTES
+    let packedPage = 0
+    for (let page = 0; page < pages; page++) {
+      const wanted = bitmap.get(page)
+        ? packed.subarray(packedPage * PAGE_BYTES, ++packedPage * PAGE_BYTES)
+        : zeroPage
+      const start = page * PAGE_BYTES
+      const current = memory.subarray(start, start + PAGE_BYTES)
+      if (Buffer.compare(current, wanted) !== 0) {
+        cpu.jit_dirty_cache(start, start + PAGE_BYTES)
+        current.set(wanted)
+      }
+    }
+  }
+  cpu.jit_clear_cache = () => {}
+  try {
+    await emulator.restore_state(state)
+  } catch (error) {
+    port.postMessage({ _tag: "failed", message: `the saved state did not restore: ${String(error?.message ?? error)}` })
+    return
+  } finally {
+    cpu.unpack_memory = unpackMemory
+    cpu.jit_clear_cache = clearCompiledCode
+    detach(state)
+  }
+  emulator.run()
+  collectGarbage()
+}
+
 const stop = async () => {
   clearTimeout(retryTimer)
   flush()
@@ -246,6 +332,9 @@ port.on("message", (message) => {
           },
           (error) => port.postMessage({ _tag: "failed", message: `save_state failed: ${String(error)}` })
         )
+        break
+      case "pause":
+        pause()
         break
       case "stop":
         void stop()
