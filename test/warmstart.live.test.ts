@@ -9,7 +9,9 @@ import * as Layer from "effect/Layer"
 import { mkdtempSync, readdirSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
+import { createHash } from "node:crypto"
 import { V86Box } from "../src/index.ts"
+import { reusedEmulatorCount } from "../src/internal/v86Machine.ts"
 
 const withBox = <A, E>(options: Parameters<typeof V86Box.layer>[0], use: (box: V86Box.Service) => Effect.Effect<A, E>) =>
   Effect.scoped(Effect.flatMap(Layer.build(V86Box.layer(options)), (context) => use(Context.get(context, V86Box))))
@@ -37,6 +39,31 @@ describe("warm start", () => {
       expect(first[0].bootMillis).toBeLessThan(cold[0].bootMillis)
       expect([cold[0].startedFrom, first[0].startedFrom, second[0].startedFrom]).toEqual(["boot", "warmStart", "warmStart"])
     }), 180_000)
+
+  it.live("a released sandbox's emulator serves the next one, which sees nothing of the previous guest and computes right", () =>
+    Effect.gen(function*() {
+      const assetsDir = mkdtempSync(join(tmpdir(), "v86box-warm-"))
+      yield* withBox({ assetsDir }, (box) => box.exec("true"))
+      const squares = Array.from({ length: 3000 }, (_, i) => (i + 1) ** 2).reduce((a, b) => a + b)
+      const digest = createHash("sha256").update("ab".repeat(50_000)).digest("hex")
+      for (let round = 1; round <= 3; round++) {
+        const reusedBefore = reusedEmulatorCount()
+        const result = yield* withBox({ assetsDir }, (box) =>
+          Effect.gen(function*() {
+            const left = yield* box.exec("echo \"tmp:$(ls /tmp)\"; pgrep -c -f 'sleep [1]000' || true; hostname")
+            const computed = yield* box.exec(
+              "seq 1 3000 | awk '{ s += $1 * $1 } END { print s }'; head -c 100000 /dev/zero | tr '\\0' x | sed 's/xx/ab/g' | tr -d '\\n' | sha256sum | cut -d' ' -f1; echo $((12345 * 6789))"
+            )
+            // What this guest leaves behind: a file and a process outside the command's group.
+            yield* box.exec("echo secret > /tmp/left-by-" + round + "; setsid sleep 1000 >/dev/null 2>&1 &")
+            return { left: left.stdout.split("\n"), computed: computed.stdout, status: yield* box.status }
+          }))
+        expect(reusedEmulatorCount()).toBe(reusedBefore + 1)
+        expect(result.status.startedFrom).toBe("warmStart")
+        expect(result.left.slice(0, 3)).toEqual(["tmp:", "0", expect.stringMatching(/^v86box-[0-9a-f]{8}$/)])
+        expect(result.computed).toBe(`${squares}\n${digest}\n${12345 * 6789}\n`)
+      }
+    }), 240_000)
 
   it.live("a corrupt state file is replaced, not fatal", () =>
     Effect.gen(function*() {

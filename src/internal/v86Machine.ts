@@ -334,6 +334,10 @@ const prepareSpareWorker = () => {
  */
 let recycled: { readonly worker: Worker; readonly key: string; readonly forget: () => void; readonly expiry: ReturnType<typeof setTimeout> } | undefined
 
+/** Machines started on a recycled emulator in this process (tests check that it happens). */
+let reusedEmulators = 0
+export const reusedEmulatorCount = (): number => reusedEmulators
+
 /** How long a recycled emulator (~100 MB) is kept unused. */
 const recycledLifetimeMillis = 60_000
 
@@ -369,6 +373,7 @@ const takeWorker = (resumesWith: string | undefined): { readonly worker: Worker;
   if (reusable !== undefined && reusable.key === resumesWith) {
     clearTimeout(reusable.expiry)
     recycled = undefined
+    reusedEmulators++
     reusable.worker.off("error", reusable.forget).off("exit", reusable.forget)
     reusable.worker.ref()
     return { worker: reusable.worker, reused: true }
