@@ -147,14 +147,15 @@ export interface V86BoxOptions {
   /** Where the booted state is kept. Default: `assetsDir/states/<key>.v86state`. */
   readonly stateFile?: string | undefined
   /**
-   * Keep the next sandbox ready (default false; needs `warmStart`). When this sandbox is
-   * released, a new one is resumed from the warm-start state in the background and run
-   * through warm-up commands, so the next `V86Box.layer` of this process with the same
-   * image, RAM and state file starts in tens of milliseconds and runs its first commands
-   * at full speed (v86 keeps no compiled code in a saved state: a just-resumed guest runs
-   * its first ~30 commands several times slower). Costs one idle emulator (~100 MB) and
-   * some seconds of background CPU per sandbox; an unused standby is shut down after 2
-   * minutes and never keeps the process alive.
+   * Keep the next sandbox ready (default true; needs `warmStart`). When this sandbox is
+   * released, the warm-start state is resumed into its emulator in the background (v86's
+   * compiled code for unchanged guest pages is kept) and run through a few warm-up
+   * commands, so the next `V86Box.layer` of this process with the same image, RAM and
+   * state file starts in tens of milliseconds and runs its first commands at full speed.
+   * Costs an idle emulator (~100 MB) and well under a second of background CPU per
+   * released sandbox; an unused standby is shut down after 2 minutes and never keeps the
+   * process alive. `false` shuts the released emulator down instead (it is still kept,
+   * paused, for a minute, to speed up the next resume).
    */
   readonly standby?: boolean | undefined
   /**
@@ -295,7 +296,7 @@ export const decodeBoxOptions = (options: V86BoxOptions | undefined): Effect.Eff
       onProgress,
       warmStart: decoded.warmStart ?? true,
       stateFile: decoded.stateFile,
-      standby: decoded.standby ?? false,
+      standby: decoded.standby ?? true,
       mounts: (decoded.mounts ?? []).map((mount) => ({ host: mount.host, guest: mount.guest, readOnly: mount.readOnly ?? true })),
       fromSnapshot: decoded.fromSnapshot
     }

@@ -23,11 +23,12 @@ describe("warm start", () => {
   it.live("the first boot saves a state; two sandboxes resumed from it differ in randomness and clock is now", () =>
     Effect.gen(function*() {
       const assetsDir = mkdtempSync(join(tmpdir(), "v86box-warm-"))
-      const cold = yield* withBox({ assetsDir }, (box) => Effect.zip(box.status, sample(box)))
+      // No standby: each sandbox here is resumed from the state file.
+      const cold = yield* withBox({ assetsDir, standby: false }, (box) => Effect.zip(box.status, sample(box)))
       expect(readdirSync(join(assetsDir, "states"))).toHaveLength(1)
       const [first, second] = yield* Effect.all([
-        withBox({ assetsDir }, (box) => Effect.zip(box.status, sample(box))),
-        withBox({ assetsDir }, (box) => Effect.zip(box.status, sample(box)))
+        withBox({ assetsDir, standby: false }, (box) => Effect.zip(box.status, sample(box))),
+        withBox({ assetsDir, standby: false }, (box) => Effect.zip(box.status, sample(box)))
       ], { concurrency: 2 })
       const [randomA, tempA, clockA] = first[1].stdout.trim().split("\n")
       const [randomB, tempB] = second[1].stdout.trim().split("\n")
@@ -43,12 +44,12 @@ describe("warm start", () => {
   it.live("a released sandbox's emulator serves the next one, which sees nothing of the previous guest and computes right", () =>
     Effect.gen(function*() {
       const assetsDir = mkdtempSync(join(tmpdir(), "v86box-warm-"))
-      yield* withBox({ assetsDir }, (box) => box.exec("true"))
+      yield* withBox({ assetsDir, standby: false }, (box) => box.exec("true"))
       const squares = Array.from({ length: 3000 }, (_, i) => (i + 1) ** 2).reduce((a, b) => a + b)
       const digest = createHash("sha256").update("ab".repeat(50_000)).digest("hex")
       for (let round = 1; round <= 3; round++) {
         const reusedBefore = reusedEmulatorCount()
-        const result = yield* withBox({ assetsDir }, (box) =>
+        const result = yield* withBox({ assetsDir, standby: false }, (box) =>
           Effect.gen(function*() {
             const left = yield* box.exec("echo \"tmp:$(ls /tmp)\"; pgrep -c -f 'sleep [1]000' || true; hostname")
             const computed = yield* box.exec(
@@ -70,10 +71,10 @@ describe("warm start", () => {
       const assetsDir = mkdtempSync(join(tmpdir(), "v86box-warm-"))
       const stateFile = join(assetsDir, "broken.v86state")
       writeFileSync(stateFile, "v86box-state 1\n{\"agent\":\"0.1.0\"}\nthis is not a machine state")
-      const result = yield* withBox({ assetsDir, stateFile }, (box) => Effect.zip(box.status, box.exec("echo still works")))
+      const result = yield* withBox({ assetsDir, stateFile, standby: false }, (box) => Effect.zip(box.status, box.exec("echo still works")))
       expect(result[1].stdout).toBe("still works\n")
       expect(result[0].startedFrom).toBe("boot")
-      const again = yield* withBox({ assetsDir, stateFile }, (box) => Effect.zip(box.status, box.exec("echo resumed")))
+      const again = yield* withBox({ assetsDir, stateFile, standby: false }, (box) => Effect.zip(box.status, box.exec("echo resumed")))
       expect(again[1].stdout).toBe("resumed\n")
       expect(again[0].startedFrom).toBe("warmStart")
     }), 180_000)

@@ -193,9 +193,11 @@ const resume = (
   })
 
 /**
- * How the standby for `key` is made: the warm-start state resumed in a detached machine,
+ * How the standby for `key` is made: the warm-start state resumed in a detached machine
+ * (in the emulator the released sandbox left, when it fits: its compiled code is kept),
  * then commands until `exec("true")` runs at full speed (v86 compiles a guest page's code
- * only once it has run often: the fork, exec and exit paths of a command need ~30 runs).
+ * only once it has run often: in a new emulator the fork, exec and exit paths of a
+ * command need ~30 runs; in a recycled one, a few).
  */
 const standbyRecipe = (
   key: Standby.StandbyKey,

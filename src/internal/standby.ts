@@ -1,12 +1,14 @@
 /**
  * The standby: a sandbox machine resumed from the warm-start state in the background and
  * warmed up, kept for the next layer build of this process that asks for the same state
- * (`standby: true`).
+ * (`standby`, on by default).
  *
  * Why warmed up: v86 keeps no compiled code in a saved state, so a freshly resumed guest
  * runs interpreted at first: its first ~30 commands take 150–600 ms each instead of ~60
- * (measured on this machine). A standby has run those commands already; taking it costs
- * only the INIT that gives it fresh time, entropy and hostname.
+ * (measured on this machine). The standby is resumed into the emulator the released
+ * sandbox leaves (v86Machine.ts keeps its compiled code), so a few warm-up commands
+ * finish the job; taking it costs only the INIT that gives it fresh time, entropy and
+ * hostname.
  *
  * One standby per process, made when a sandbox that asked for one is released (sequential
  * use: tests, agents), dropped after `standbyLifetimeMillis` unused. It never keeps the process
