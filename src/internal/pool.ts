@@ -6,11 +6,13 @@
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as FiberSet from "effect/FiberSet"
 import * as Layer from "effect/Layer"
 import * as ParseResult from "effect/ParseResult"
 import * as Pool from "effect/Pool"
 import * as Schema from "effect/Schema"
-import type * as Scope from "effect/Scope"
+import * as Scope from "effect/Scope"
 import { availableParallelism } from "node:os"
 import { InvalidOptions } from "../Errors.ts"
 import { decodeBoxOptions, DurationInput } from "../Options.ts"
@@ -54,9 +56,25 @@ const decodePoolOptions = (options: V86BoxPoolOptions | undefined) =>
 export const make = (options: V86BoxPoolOptions | undefined): Effect.Effect<V86BoxPool.Service, InvalidOptions, Scope.Scope> =>
   Effect.gen(function*() {
     const { sandbox, size, min, timeToLive, mode } = yield* decodePoolOptions(options)
+    // Sandboxes being shut down. Effect's Pool shuts an idle item down from its TTL fiber,
+    // and a pool closed while that runs waits on the fiber forever (Effect 3.22: seen with
+    // a slow item finalizer): so the item's finalizer only starts the shutdown, in a fiber
+    // of this set, and closing the pool waits for the set to empty (finalizers run in
+    // reverse: the pool's shutdown first, then this wait).
+    const shuttingDown = yield* FiberSet.make()
+    yield* Effect.addFinalizer(() => FiberSet.awaitEmpty(shuttingDown))
+    const acquire = Effect.gen(function*() {
+      const scope = yield* Scope.make()
+      const context = yield* Layer.build(V86Box.layer(sandbox)).pipe(
+        Scope.extend(scope),
+        Effect.onError((cause) => Scope.close(scope, Exit.failCause(cause)))
+      )
+      yield* Effect.addFinalizer((exit) => FiberSet.run(shuttingDown, Scope.close(scope, exit)))
+      return Context.get(context, V86Box)
+    })
     const pool = yield* Pool.makeWithTTL({
-      // Built in the pool item's own scope: invalidating the item shuts its sandbox down.
-      acquire: Effect.map(Layer.build(V86Box.layer(sandbox)), (context) => Context.get(context, V86Box)),
+      // Invalidating the item shuts its sandbox down.
+      acquire,
       min,
       max: size,
       timeToLive,
