@@ -374,17 +374,18 @@ const takeWorker = (resumesWith: string | undefined): { readonly worker: Worker;
     clearTimeout(reusable.expiry)
     recycled = undefined
     reusedEmulators++
-    reusable.worker.off("error", reusable.forget).off("exit", reusable.forget)
-    reusable.worker.ref()
-    return { worker: reusable.worker, reused: true }
+    return { worker: claim(reusable), reused: true }
   }
   const taken = spare
   spare = undefined
-  if (taken === undefined) return { worker: new Worker(workerUrl), reused: false }
-  taken.worker.off("error", taken.forget)
-  taken.worker.off("exit", taken.forget)
-  taken.worker.ref()
-  return { worker: taken.worker, reused: false }
+  return { worker: taken === undefined ? new Worker(workerUrl) : claim(taken), reused: false }
+}
+
+/** A kept worker, made a sandbox's: no longer forgotten when it fails, and referenced. */
+const claim = (kept: { readonly worker: Worker; readonly forget: () => void }): Worker => {
+  kept.worker.off("error", kept.forget).off("exit", kept.forget)
+  kept.worker.ref()
+  return kept.worker
 }
 
 /** Asks the worker to destroy its emulator; terminates it if it does not finish in time. */

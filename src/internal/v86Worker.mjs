@@ -202,21 +202,34 @@ const PAGE_BYTES = 4096
  * zero already but for the BIOS, so only pages in use are cleared, and the pages the
  * saved guest never used cost no host RAM (tens of MB per sandbox).
  */
-const resume = async (state) => {
+const resume = (state) => {
   const cpu = emulator.v86.cpu
   const clearMemory = cpu.zero_memory
-  cpu.zero_memory = (start, length) => {
-    for (let page = start; page < start + length; page += PAGE_BYTES) {
-      if (!cpu.is_memory_zeroed(page, PAGE_BYTES)) clearMemory(page, PAGE_BYTES)
+  return restoreAndRun(state, {
+    zero_memory: (start, length) => {
+      for (let page = start; page < start + length; page += PAGE_BYTES) {
+        if (!cpu.is_memory_zeroed(page, PAGE_BYTES)) clearMemory(page, PAGE_BYTES)
+      }
     }
-  }
+  })
+}
+
+/**
+ * Restores a saved state with some of v86's CPU methods replaced for the restore only,
+ * frees the state, and starts the machine (its "emulator-started" listener reports it
+ * and collects the garbage); a state that does not restore is reported as "failed".
+ */
+const restoreAndRun = async (state, replacements) => {
+  const cpu = emulator.v86.cpu
+  const originals = Object.fromEntries(Object.keys(replacements).map((name) => [name, cpu[name]]))
+  Object.assign(cpu, replacements)
   try {
     await emulator.restore_state(state)
   } catch (error) {
     port.postMessage({ _tag: "failed", message: `the saved state did not restore: ${String(error?.message ?? error)}` })
     return
   } finally {
-    cpu.zero_memory = clearMemory
+    Object.assign(cpu, originals)
     detach(state)
   }
   emulator.run()
@@ -263,9 +276,7 @@ const resumeInPlace = async (state) => {
     })
   }
   resetIo()
-  const unpackMemory = cpu.unpack_memory
-  const clearCompiledCode = cpu.jit_clear_cache
-  cpu.unpack_memory = (bitmap, packed) => {
+  const unpackMemory = (bitmap, packed) => {
     const memory = new Uint8Array(cpu.mem8.buffer, cpu.mem8.byteOffset, cpu.mem8.length)
     const zeroPage = new Uint8Array(PAGE_BYTES)
     const pages = cpu.memory_size[0] / PAGE_BYTES
@@ -282,19 +293,7 @@ const resumeInPlace = async (state) => {
       }
     }
   }
-  cpu.jit_clear_cache = () => {}
-  try {
-    await emulator.restore_state(state)
-  } catch (error) {
-    port.postMessage({ _tag: "failed", message: `the saved state did not restore: ${String(error?.message ?? error)}` })
-    return
-  } finally {
-    cpu.unpack_memory = unpackMemory
-    cpu.jit_clear_cache = clearCompiledCode
-    detach(state)
-  }
-  emulator.run()
-  collectGarbage()
+  await restoreAndRun(state, { unpack_memory: unpackMemory, jit_clear_cache: () => {} })
 }
 
 const stop = async () => {
