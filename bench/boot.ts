@@ -21,6 +21,9 @@
  *   --trace            print the timeline boot's serial log with host wall time and guest
  *                      instructions (millions) at each line's arrival
  *   --no-timeline      skip the extra loglevel=8 boot that prints the kernel timeline
+ *   --firmware F       "direct" (default, as the SDK boots: no BIOS) or "seabios"
+ *   --async-jit        leave v86's asynchronous JIT compilation as it is (the SDK
+ *                      compiles synchronously: src/internal/syncJit.mjs)
  */
 import { readFileSync } from "node:fs"
 import { createRequire } from "node:module"
@@ -28,6 +31,8 @@ import { dirname, join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
 import { parseArgs } from "node:util"
 import { V86 } from "v86"
+import { directBootImage, initrdPlacement, setUpChipset } from "../src/internal/directBoot.mjs"
+import { compileGuestCodeSynchronously } from "../src/internal/syncJit.mjs"
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..")
 const assets = join(root, "assets")
@@ -51,7 +56,9 @@ const { values: opt } = parseArgs({
     timeout: { type: "string", default: "60" },
     log: { type: "boolean", default: false },
     "no-timeline": { type: "boolean", default: false },
-    trace: { type: "boolean", default: false }
+    trace: { type: "boolean", default: false },
+    firmware: { type: "string", default: "direct" },
+    "async-jit": { type: "boolean", default: false }
   }
 })
 
@@ -117,23 +124,40 @@ const bootOnce = (cmdline: string): Promise<BootResult> =>
     let finished = false
     // The agent's frame magic only counts at a frame boundary: the READY frame is the
     // agent's first output, so look for it at the start of the virtio console stream.
+    const memoryBytes = memoryMB * 1024 * 1024
+    const direct = opt.firmware !== "seabios"
+    const initrdAt = direct && images.initrd ? initrdPlacement(images.kernel, images.initrd.byteLength, memoryBytes) : undefined
     const emulator = new V86({
       // Compiled once, as the SDK does: the bench measures boots, not wasm compilation.
       wasm_fn: async (imports: WebAssembly.Imports) => (await WebAssembly.instantiate(wasmModule, imports)).exports,
-      memory_size: memoryMB * 1024 * 1024,
+      memory_size: memoryBytes,
       vga_memory_size: 2 * 1024 * 1024,
-      bios: { buffer: images.bios },
-      ...(opt["no-vga-bios"] ? {} : { vga_bios: { buffer: images.vgaBios } }),
-      bzimage: { buffer: images.kernel },
-      ...(images.initrd ? { initrd: { buffer: images.initrd } } : {}),
+      ...(direct
+        ? { multiboot: { buffer: directBootImage(images.kernel, cmdline, memoryBytes, initrdAt) } }
+        : {
+          bios: { buffer: images.bios },
+          ...(opt["no-vga-bios"] ? {} : { vga_bios: { buffer: images.vgaBios } }),
+          bzimage: { buffer: images.kernel },
+          ...(images.initrd ? { initrd: { buffer: images.initrd } } : {}),
+          cmdline
+        }),
       ...(images.hda ? { hda: { buffer: images.hda.slice(0) } } : {}),
-      cmdline,
       virtio_console: true,
-      autostart: true,
+      autostart: false,
       disable_keyboard: true,
       disable_mouse: true,
       disable_speaker: true
     } as unknown as ConstructorParameters<typeof V86>[0])
+    // As the SDK's worker does (src/internal/v86Worker.mjs), before the first instruction.
+    emulator.add_listener("emulator-loaded", () => {
+      const cpu = (emulator as unknown as { v86: { cpu: { write_blob(bytes: Uint8Array, at: number): void } } }).v86.cpu
+      if (!opt["async-jit"]) compileGuestCodeSynchronously(cpu)
+      if (direct) {
+        if (initrdAt && images.initrd) cpu.write_blob(new Uint8Array(images.initrd), initrdAt.address)
+        setUpChipset(cpu)
+      }
+      emulator.run()
+    })
 
     const finish = (error?: string) => {
       if (finished) return
@@ -246,7 +270,7 @@ const phases = (r: BootResult) => {
 }
 
 const main = async () => {
-  console.log(`v86 boot bench: ${runs} cold boots, ${memoryMB} MiB, initrd ${images.initrd ? `${images.initrd.byteLength} B` : "none"}${images.hda ? `, hda ${images.hda.byteLength} B` : ""}`)
+  console.log(`v86 boot bench (firmware ${opt.firmware}, ${opt["async-jit"] ? "asynchronous" : "synchronous"} JIT compilation): ${runs} cold boots, ${memoryMB} MiB, initrd ${images.initrd ? `${images.initrd.byteLength} B` : "none"}${images.hda ? `, hda ${images.hda.byteLength} B` : ""}`)
   console.log(`cmdline: ${cmdline}`)
   const results: BootResult[] = []
   for (let i = 0; i < runs; i++) {

@@ -110,6 +110,7 @@ export const V86BoxOptionsSchema = Schema.Struct({
   maxOutputBytes: Schema.optional(ByteCount),
   assetsDir: Schema.optional(Schema.String.pipe(Schema.minLength(1))),
   assets: Schema.optional(AssetSources),
+  firmware: Schema.optional(Schema.Literal("direct", "seabios")),
   warmStart: Schema.optional(Schema.Boolean),
   stateFile: Schema.optional(Schema.String.pipe(Schema.minLength(1))),
   standby: Schema.optional(Schema.Boolean),
@@ -138,6 +139,14 @@ export interface V86BoxOptions {
   readonly assets?: AssetSources | undefined
   /** Called as asset downloads progress. */
   readonly onProgress?: ((progress: DownloadProgress) => void) | undefined
+  /**
+   * How a cold boot starts the kernel. `"direct"` (default): v86 enters the bzImage's
+   * 32-bit entry point itself, with the memory map, command line and chipset set up as a
+   * boot loader and firmware would (~0.5 s faster, and the guest gets all of its RAM).
+   * `"seabios"`: the PC way, SeaBIOS and the VGA BIOS from the image, then the kernel's
+   * real-mode setup (for a kernel that needs a BIOS). Resuming a saved state runs neither.
+   */
+  readonly firmware?: "direct" | "seabios" | undefined
   /**
    * Resume a saved booted state instead of booting (default true). The first cold boot
    * of an image saves one in `assetsDir/states/`; a state that will not resume is
@@ -237,6 +246,7 @@ export interface DecodedBoxOptions {
   readonly assetsDir: string | undefined
   readonly assets: AssetSources | undefined
   readonly onProgress: ((progress: DownloadProgress) => void) | undefined
+  readonly firmware: "direct" | "seabios"
   readonly warmStart: boolean
   readonly stateFile: string | undefined
   readonly standby: boolean
@@ -294,6 +304,7 @@ export const decodeBoxOptions = (options: V86BoxOptions | undefined): Effect.Eff
       assetsDir: decoded.assetsDir,
       assets: decoded.assets,
       onProgress,
+      firmware: decoded.firmware ?? "direct",
       warmStart: decoded.warmStart ?? true,
       stateFile: decoded.stateFile,
       standby: decoded.standby ?? true,

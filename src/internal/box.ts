@@ -89,6 +89,7 @@ export const make = (
       hooks.onAssets?.(assets, memoryMB)
       const config: V86Machine.V86MachineConfig = {
         wasm: yield* compileWasm(assets.wasm),
+        firmware: decoded.firmware,
         bios: assets.bios,
         vgaBios: assets.vgaBios,
         kernel: assets.kernel,

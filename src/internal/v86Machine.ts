@@ -17,6 +17,8 @@ import { errorReply, tagOf } from "./ninePWire.ts"
 
 export interface V86MachineConfig {
   readonly wasm: WebAssembly.Module
+  /** How a boot starts the kernel (see `V86BoxOptions.firmware`); the BIOS images are loaded only for `"seabios"`. */
+  readonly firmware: "direct" | "seabios"
   readonly bios: Uint8Array
   readonly vgaBios: Uint8Array
   readonly kernel: Uint8Array
@@ -110,8 +112,9 @@ export const makeDetachable = (config: V86MachineConfig): Effect.Effect<Detached
       type: "boot",
       config: {
         wasm: config.wasm,
-        bios: config.bios,
-        vgaBios: config.vgaBios,
+        firmware: config.firmware,
+        bios: config.firmware === "seabios" ? config.bios : undefined,
+        vgaBios: config.firmware === "seabios" ? config.vgaBios : undefined,
         kernel: config.kernel,
         initrd: config.initrd,
         // A state holds the disk's contents: the worker needs only its size.
@@ -140,7 +143,12 @@ const ownedBuffer = (bytes: Uint8Array): Uint8Array<ArrayBuffer> =>
  * v86 build, RAM and devices (the disk's size; BIOS images are mapped at creation).
  */
 const emulatorKey = (config: V86MachineConfig): string =>
-  [wasmIdOf(config.wasm), config.memoryMB, config.rootfs?.byteLength, config.bios.byteLength, config.vgaBios.byteLength].join(":")
+  [
+    wasmIdOf(config.wasm),
+    config.memoryMB,
+    config.rootfs?.byteLength,
+    config.firmware === "seabios" ? `seabios ${config.bios.byteLength} ${config.vgaBios.byteLength}` : "direct"
+  ].join(":")
 
 const wasmIds = new WeakMap<WebAssembly.Module, number>()
 let lastWasmId = 0

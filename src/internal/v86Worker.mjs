@@ -3,8 +3,9 @@
 // worker's entry file itself, without the TypeScript loader the caller may be using.
 //
 // Messages in (from src/internal/v86Machine.ts):
-//   { type: "boot", config }   config: { wasm, bios, vgaBios, kernel, initrd, rootfs, cmdline,
-//                                        memoryMB, initialState, rootfsBytes, reuse }   (ArrayBuffers / Module)
+//   { type: "boot", config }   config: { wasm, firmware, bios, vgaBios, kernel, initrd, rootfs,
+//                                        cmdline, memoryMB, initialState, rootfsBytes, reuse }
+//                              (ArrayBuffers / Module; the BIOS images only with firmware "seabios")
 //                              with initialState, rootfs is left out: the state holds the disk;
 //                              with reuse, initialState goes into the paused emulator this worker
 //                              already has (see "Recycled emulators" below)
@@ -28,6 +29,8 @@ import { setFlagsFromString } from "node:v8"
 import { runInNewContext } from "node:vm"
 import { parentPort } from "node:worker_threads"
 import V86 from "v86"
+import { directBootImage, initrdPlacement, setUpChipset } from "./directBoot.mjs"
+import { compileGuestCodeSynchronously } from "./syncJit.mjs"
 
 const port = parentPort
 if (port === null) throw new Error("v86Worker.mjs must run in a worker thread")
@@ -135,8 +138,6 @@ const boot = (config) => {
     wasm_fn: async (imports) => (await WebAssembly.instantiate(wasm, imports)).exports,
     memory_size: config.memoryMB * 1024 * 1024,
     vga_memory_size: 2 * 1024 * 1024,
-    bios: { buffer: arrayBufferOf(config.bios) },
-    vga_bios: { buffer: arrayBufferOf(config.vgaBios) },
     virtio_console: true,
     autostart: true,
     disable_keyboard: true,
@@ -158,24 +159,52 @@ const boot = (config) => {
   // A saved state carries the disk's contents, which replace these: a disk of the same
   // size made of untouched (zero) pages is all v86 needs until then, and costs no RAM.
   else if (config.rootfsBytes !== undefined) options.hda = { buffer: new ArrayBuffer(config.rootfsBytes) }
-  // A saved state is restored by `resume` once v86 has loaded, not as `initial_state`.
   const state = config.initialState === undefined ? undefined : arrayBufferOf(config.initialState)
-  if (state !== undefined) {
-    options.autostart = false
-  } else {
+  if (config.firmware === "seabios") {
+    options.bios = { buffer: arrayBufferOf(config.bios) }
+    options.vga_bios = { buffer: arrayBufferOf(config.vgaBios) }
+  }
+  // Started by hand once loaded: the JIT hook goes in before the first instruction.
+  options.autostart = false
+  let directInitrd
+  if (state === undefined && config.firmware === "seabios") {
     options.bzimage = { buffer: arrayBufferOf(config.kernel) }
     if (config.initrd !== undefined) options.initrd = { buffer: arrayBufferOf(config.initrd) }
     options.cmdline = config.cmdline
+  } else if (state === undefined) {
+    // v86 starts a multiboot image without a BIOS itself; the chipset is set up and the
+    // initrd copied in once the machine has loaded, before its first instruction.
+    const kernel = arrayBufferOf(config.kernel)
+    const memoryBytes = options.memory_size
+    try {
+      const placement = config.initrd === undefined ? undefined : initrdPlacement(kernel, config.initrd.byteLength, memoryBytes)
+      directInitrd = placement === undefined ? undefined : { bytes: config.initrd, address: placement.address }
+      options.multiboot = { buffer: directBootImage(kernel, config.cmdline, memoryBytes, placement) }
+    } catch (error) {
+      // A kernel this cannot boot: say why, without a stack trace into this file.
+      return void port.postMessage({ _tag: "failed", message: `direct boot: ${error.message}` })
+    }
   }
   emulator = new V86(options)
-  if (state !== undefined) emulator.add_listener("emulator-loaded", () => void resume(state))
+  emulator.add_listener("emulator-loaded", () => {
+    const cpu = emulator.v86.cpu
+    compileGuestCodeSynchronously(cpu)
+    // A saved state is restored by `resume` once v86 has loaded, not as `initial_state`.
+    if (state !== undefined) return void resume(state)
+    if (config.firmware !== "seabios") {
+      if (directInitrd !== undefined) cpu.write_blob(directInitrd.bytes, directInitrd.address)
+      directInitrd = undefined
+      setUpChipset(cpu)
+    }
+    emulator.run()
+  })
   emulator.add_listener("emulator-started", () => {
     port.postMessage({ _tag: "started" })
     // Booted or restored: the kernel is in guest memory now, and the disk in v86's own
     // buffer (a restore replaces it with the state's copy). v86's loader keeps the
     // kernel's buffers all the same: detach them to free them.
-    for (const image of ["bzimage", "initrd"]) detach(options[image]?.buffer)
-    for (const image of ["hda", "bzimage", "initrd"]) delete options[image]
+    for (const image of ["bzimage", "initrd", "multiboot"]) detach(options[image]?.buffer)
+    for (const image of ["hda", "bzimage", "initrd", "multiboot"]) delete options[image]
     collectGarbage()
   })
   emulator.add_listener("serial0-output-byte", (byte) => {
