@@ -111,7 +111,7 @@ export const make = (
       }
       // A recording must show the whole boot, so the testkit always boots cold.
       const statePath = decoded.warmStart && hooks.wrapMachine === undefined
-        ? decoded.stateFile ?? WarmStart.defaultStatePath({ imageFingerprint: assets.fingerprint, memoryMB }, decoded.assetsDir)
+        ? decoded.stateFile ?? WarmStart.defaultStatePath({ imageFingerprint: assets.fingerprint, memoryMB, firmware: decoded.firmware }, decoded.assetsDir)
         : undefined
 
       if (statePath !== undefined && decoded.standby) {

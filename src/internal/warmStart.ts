@@ -4,7 +4,8 @@
  *
  * The state file (see stateFile.ts) is keyed by everything that makes a state unusable
  * when it changes: the image fingerprint, guest RAM, the v86 version (a state only fits
- * its own emulator) and the protocol version.
+ * its own emulator) and the protocol version; and by how the machine was booted (a
+ * state resumes whatever the firmware, but carries the memory map that boot gave it).
  */
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
@@ -19,11 +20,12 @@ import { v86Version } from "./v86Machine.ts"
 export interface StateKey {
   readonly imageFingerprint: string
   readonly memoryMB: number
+  readonly firmware: "direct" | "seabios"
 }
 
 export const defaultStatePath = (key: StateKey, assetsDir: string | undefined): string => {
   const id = createHash("sha256")
-    .update(`${key.imageFingerprint}\n${key.memoryMB}\n${v86Version}\n${PROTOCOL_VERSION}`)
+    .update(`${key.imageFingerprint}\n${key.memoryMB}\n${v86Version}\n${PROTOCOL_VERSION}\nfirmware ${key.firmware}`)
     .digest("hex")
     .slice(0, 32)
   return join(assetsDir ?? join(homedir(), ".v86box"), "states", `${id}.v86state`)
