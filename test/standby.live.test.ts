@@ -41,6 +41,21 @@ const identity = (box: V86Box.Service) =>
 afterAll(() => Effect.runPromise(Standby.clear))
 
 describe("standby", () => {
+  it.live("a sandbox opened right after a release takes the standby, resuming or warming, not a new emulator", () =>
+    Effect.gen(function*() {
+      const stateFile = join(mkdtempSync(join(tmpdir(), "v86box-standby-")), "booted.v86state")
+      const options: V86BoxOptions = { standby: true, stateFile }
+      yield* withBox(options, (box) => box.exec("true"))
+      // No wait: the release has only begun making the standby (resuming it, then warm-up
+      // commands); taking it waits for the resume and for at most one cheap command.
+      const stateAtOpen = Standby.stateOf(stateFile)
+      const next = yield* withBox(options, (box) =>
+        Effect.all({ status: box.status, echoed: box.exec("echo next") }))
+      expect(stateAtOpen).not.toBe("warm")
+      expect(next.status.startedFrom).toBe("standby")
+      expect(next.echoed.stdout).toBe("next\n")
+    }), 240_000)
+
   it.live("the next sandbox is the warmed-up standby, and as fresh as a resumed one", () =>
     Effect.gen(function*() {
       const directory = mkdtempSync(join(tmpdir(), "v86box-standby-"))

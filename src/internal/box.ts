@@ -229,7 +229,7 @@ const standbyRecipe = (
       let fastInARow = 0
       for (let step = 0; step < warmUpMaxCommands && fastInARow < 3 && !stopped(); step++) {
         const startedAt = performance.now()
-        yield* service.exec(step % 8 === 0 ? warmUpCommand : "true")
+        yield* service.exec(step % 8 === 7 ? warmUpCommand : "true")
         fastInARow = performance.now() - startedAt < warmCommandMillis ? fastInARow + 1 : 0
       }
     })

@@ -27,6 +27,8 @@ import { errorReply, tagOf } from "./ninePWire.ts"
 
 /** How long an unused standby is kept (its emulator holds ~100 MB). */
 const standbyLifetimeMillis = 2 * 60 * 1000
+/** How long taking a standby waits for it to finish resuming. */
+const resumeWaitLimit = Duration.seconds(10)
 /** How long taking a standby waits for its warm-up command in progress to end. */
 const warmUpStepLimit = Duration.seconds(10)
 
@@ -157,14 +159,20 @@ export const prepare = (recipe: StandbyRecipe): Effect.Effect<void> =>
 
 /**
  * Takes the standby made for `key`, if there is one that still fits: its machine then
- * lives in the caller's scope and answers 9P requests with `files`. Waits for the warm-up
- * command in progress to end.
+ * lives in the caller's scope and answers 9P requests with `files`. A standby still being
+ * resumed is waited for (back-to-back sandboxes: the previous release started it a moment
+ * ago, and resuming into its recycled emulator is quicker than a new emulator), and so is
+ * the warm-up command in progress.
  */
 export const take = (
   key: StandbyKey,
   files: FileServer | undefined
 ): Effect.Effect<Option.Option<ResumedMachine>, never, Scope.Scope> =>
   Effect.gen(function*() {
+    const resuming = preparing?.id === idOf(key) ? preparing.fiber : undefined
+    if (standby === undefined && resuming !== undefined) {
+      yield* Fiber.await(resuming).pipe(Effect.timeoutOption(resumeWaitLimit))
+    }
     const taken = standby
     if (taken === undefined || taken.id !== idOf(key)) return Option.none()
     standby = undefined
