@@ -55,7 +55,9 @@ export interface AssetSources {
   readonly initrd?: AssetSource | undefined
   /** A root filesystem disk image (attached as the first IDE disk). */
   readonly rootfs?: AssetSource | undefined
+  /** SeaBIOS: run only with `firmware: "seabios"` (the default direct boot needs no BIOS). */
   readonly bios?: AssetSource | undefined
+  /** The VGA BIOS: run only with `firmware: "seabios"`. */
   readonly vgaBios?: AssetSource | undefined
   readonly wasm?: AssetSource | undefined
 }
