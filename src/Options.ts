@@ -142,7 +142,8 @@ export interface V86BoxOptions {
   /**
    * How a cold boot starts the kernel. `"direct"` (default): v86 enters the bzImage's
    * 32-bit entry point itself, with the memory map, command line and chipset set up as a
-   * boot loader and firmware would (~0.5 s faster, and the guest gets all of its RAM).
+   * boot loader and firmware would (no BIOS or real-mode code to run, and the guest gets
+   * all of its RAM: ~59 MiB of 64 instead of ~43).
    * `"seabios"`: the PC way, SeaBIOS and the VGA BIOS from the image, then the kernel's
    * real-mode setup (for a kernel that needs a BIOS). Resuming a saved state runs neither.
    */

@@ -227,6 +227,7 @@ const standbyRecipe = (
       const service = makeService(client, { ...options, commandTimeout: undefined }, { agentVersion: "", bootMillis: 0, startedFrom: "standby" }, () =>
         Effect.die("a standby is not snapshotted"))
       let fastInARow = 0
+      // Cheap commands first: a sandbox taking the standby waits for the one in progress.
       for (let step = 0; step < warmUpMaxCommands && fastInARow < 3 && !stopped(); step++) {
         const startedAt = performance.now()
         yield* service.exec(step % 8 === 7 ? warmUpCommand : "true")

@@ -139,7 +139,8 @@ const boot = (config) => {
     memory_size: config.memoryMB * 1024 * 1024,
     vga_memory_size: 2 * 1024 * 1024,
     virtio_console: true,
-    autostart: true,
+    // Started by hand once loaded: the JIT hook goes in before the first instruction.
+    autostart: false,
     disable_keyboard: true,
     disable_mouse: true,
     disable_speaker: true,
@@ -164,8 +165,6 @@ const boot = (config) => {
     options.bios = { buffer: arrayBufferOf(config.bios) }
     options.vga_bios = { buffer: arrayBufferOf(config.vgaBios) }
   }
-  // Started by hand once loaded: the JIT hook goes in before the first instruction.
-  options.autostart = false
   let directInitrd
   if (state === undefined && config.firmware === "seabios") {
     options.bzimage = { buffer: arrayBufferOf(config.kernel) }
