@@ -31,7 +31,7 @@ import { dirname, join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
 import { parseArgs } from "node:util"
 import { V86 } from "v86"
-import { directBootImage, initrdPlacement, setUpChipset } from "../src/internal/directBoot.mjs"
+import { directBoot } from "../src/internal/directBoot.mjs"
 import { compileGuestCodeSynchronously } from "../src/internal/syncJit.mjs"
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..")
@@ -125,15 +125,16 @@ const bootOnce = (cmdline: string): Promise<BootResult> =>
     // The agent's frame magic only counts at a frame boundary: the READY frame is the
     // agent's first output, so look for it at the start of the virtio console stream.
     const memoryBytes = memoryMB * 1024 * 1024
-    const direct = opt.firmware !== "seabios"
-    const initrdAt = direct && images.initrd ? initrdPlacement(images.kernel, images.initrd.byteLength, memoryBytes) : undefined
+    const direct = opt.firmware === "seabios"
+      ? undefined
+      : directBoot(images.kernel, cmdline, memoryBytes, images.initrd && new Uint8Array(images.initrd))
     const emulator = new V86({
       // Compiled once, as the SDK does: the bench measures boots, not wasm compilation.
       wasm_fn: async (imports: WebAssembly.Imports) => (await WebAssembly.instantiate(wasmModule, imports)).exports,
       memory_size: memoryBytes,
       vga_memory_size: 2 * 1024 * 1024,
       ...(direct
-        ? { multiboot: { buffer: directBootImage(images.kernel, cmdline, memoryBytes, initrdAt) } }
+        ? { multiboot: { buffer: direct.image } }
         : {
           bios: { buffer: images.bios },
           ...(opt["no-vga-bios"] ? {} : { vga_bios: { buffer: images.vgaBios } }),
@@ -152,10 +153,7 @@ const bootOnce = (cmdline: string): Promise<BootResult> =>
     emulator.add_listener("emulator-loaded", () => {
       const cpu = (emulator as unknown as { v86: { cpu: { write_blob(bytes: Uint8Array, at: number): void } } }).v86.cpu
       if (!opt["async-jit"]) compileGuestCodeSynchronously(cpu)
-      if (direct) {
-        if (initrdAt && images.initrd) cpu.write_blob(new Uint8Array(images.initrd), initrdAt.address)
-        setUpChipset(cpu)
-      }
+      direct?.prepare(cpu)
       emulator.run()
     })
 

@@ -238,6 +238,9 @@ const ExecOptionsSchema = Schema.Struct({
   )
 })
 
+/** How a cold boot starts the kernel (see `V86BoxOptions.firmware`). @internal */
+export type Firmware = "direct" | "seabios"
+
 /** @internal */
 export interface DecodedBoxOptions {
   readonly memoryMB: number | undefined
@@ -247,7 +250,7 @@ export interface DecodedBoxOptions {
   readonly assetsDir: string | undefined
   readonly assets: AssetSources | undefined
   readonly onProgress: ((progress: DownloadProgress) => void) | undefined
-  readonly firmware: "direct" | "seabios"
+  readonly firmware: Firmware
   readonly warmStart: boolean
   readonly stateFile: string | undefined
   readonly standby: boolean

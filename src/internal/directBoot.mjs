@@ -39,10 +39,8 @@ export const directBootImage = (bzImage, cmdline, memoryBytes, initrd) => {
   if ((kernel[0x211] & 1) === 0) throw new Error("the kernel is not a bzImage (it does not load high)")
   const setupSectors = kernel[0x1f1] || 4
   const protectedMode = kernel.subarray((setupSectors + 1) * 512)
-  const loadAddress = Number(header.getBigUint64(0x258, true))
-  const initSize = header.getUint32(0x260, true)
-  if (loadAddress + initSize > memoryBytes) {
-    throw new Error(`the kernel needs ${loadAddress + initSize} bytes of RAM to unpack, the guest has ${memoryBytes}`)
+  if (unpackedKernelEnd(header) > memoryBytes) {
+    throw new Error(`the kernel needs ${unpackedKernelEnd(header)} bytes of RAM to unpack, the guest has ${memoryBytes}`)
   }
   const commandLine = new TextEncoder().encode(cmdline + "\0")
   const commandLineMax = Math.min(header.getUint32(0x238, true) + 1, COMMAND_LINE_ROOM)
@@ -104,11 +102,32 @@ export const initrdPlacement = (bzImage, initrdBytes, memoryBytes) => {
   const header = new DataView(bzImage)
   const limit = Math.min(memoryBytes, header.getUint32(0x22c, true) + 1)
   const address = (limit - initrdBytes) & ~0xfff
-  const kernelEnd = Number(header.getBigUint64(0x258, true)) + header.getUint32(0x260, true)
-  if (address < kernelEnd) {
+  if (address < unpackedKernelEnd(header)) {
     throw new Error(`the initrd (${initrdBytes} bytes) does not fit in the guest's RAM beside the kernel`)
   }
   return { address, size: initrdBytes }
+}
+
+/** Where the kernel's unpacking ends in RAM: its load address (pref_address) plus init_size. */
+const unpackedKernelEnd = (header) => Number(header.getBigUint64(0x258, true)) + header.getUint32(0x260, true)
+
+/**
+ * A direct boot of `bzImage` (and `initrd`, bytes, if any): the multiboot `image` for
+ * v86's `multiboot` option, and `prepare`, to call on the loaded machine's CPU before its
+ * first instruction (it copies the initrd in, then lets go of it, and sets up the
+ * chipset). Throws an Error saying why a kernel cannot boot this way.
+ */
+export const directBoot = (bzImage, cmdline, memoryBytes, initrd) => {
+  const placement = initrd === undefined ? undefined : initrdPlacement(bzImage, initrd.byteLength, memoryBytes)
+  let pendingInitrd = initrd
+  return {
+    image: directBootImage(bzImage, cmdline, memoryBytes, placement),
+    prepare: (cpu) => {
+      if (pendingInitrd !== undefined) cpu.write_blob(pendingInitrd, placement.address)
+      pendingInitrd = undefined
+      setUpChipset(cpu)
+    }
+  }
 }
 
 /** The PCI interrupt lines SeaBIOS routes the PIIX3's four PIRQ pins to. */

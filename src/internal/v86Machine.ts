@@ -12,13 +12,14 @@ import type * as Scope from "effect/Scope"
 import { createRequire } from "node:module"
 import { Worker } from "node:worker_threads"
 import { MachineError } from "../Errors.ts"
+import type { Firmware } from "../Options.ts"
 import { ConsoleTail, fatalKernelMessage, type Machine } from "./machine.ts"
 import { errorReply, tagOf } from "./ninePWire.ts"
 
 export interface V86MachineConfig {
   readonly wasm: WebAssembly.Module
   /** How a boot starts the kernel (see `V86BoxOptions.firmware`); the BIOS images are loaded only for `"seabios"`. */
-  readonly firmware: "direct" | "seabios"
+  readonly firmware: Firmware
   readonly bios: Uint8Array
   readonly vgaBios: Uint8Array
   readonly kernel: Uint8Array

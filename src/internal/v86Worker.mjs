@@ -29,7 +29,7 @@ import { setFlagsFromString } from "node:v8"
 import { runInNewContext } from "node:vm"
 import { parentPort } from "node:worker_threads"
 import V86 from "v86"
-import { directBootImage, initrdPlacement, setUpChipset } from "./directBoot.mjs"
+import { directBoot } from "./directBoot.mjs"
 import { compileGuestCodeSynchronously } from "./syncJit.mjs"
 
 const port = parentPort
@@ -165,24 +165,21 @@ const boot = (config) => {
     options.bios = { buffer: arrayBufferOf(config.bios) }
     options.vga_bios = { buffer: arrayBufferOf(config.vgaBios) }
   }
-  let directInitrd
+  let direct
   if (state === undefined && config.firmware === "seabios") {
     options.bzimage = { buffer: arrayBufferOf(config.kernel) }
     if (config.initrd !== undefined) options.initrd = { buffer: arrayBufferOf(config.initrd) }
     options.cmdline = config.cmdline
   } else if (state === undefined) {
-    // v86 starts a multiboot image without a BIOS itself; the chipset is set up and the
-    // initrd copied in once the machine has loaded, before its first instruction.
-    const kernel = arrayBufferOf(config.kernel)
-    const memoryBytes = options.memory_size
+    // v86 starts a multiboot image without a BIOS itself; `direct.prepare` does the rest
+    // once the machine has loaded, before its first instruction.
     try {
-      const placement = config.initrd === undefined ? undefined : initrdPlacement(kernel, config.initrd.byteLength, memoryBytes)
-      directInitrd = placement === undefined ? undefined : { bytes: config.initrd, address: placement.address }
-      options.multiboot = { buffer: directBootImage(kernel, config.cmdline, memoryBytes, placement) }
+      direct = directBoot(arrayBufferOf(config.kernel), config.cmdline, options.memory_size, config.initrd)
     } catch (error) {
       // A kernel this cannot boot: say why, without a stack trace into this file.
       return void port.postMessage({ _tag: "failed", message: `direct boot: ${error.message}` })
     }
+    options.multiboot = { buffer: direct.image }
   }
   emulator = new V86(options)
   emulator.add_listener("emulator-loaded", () => {
@@ -190,11 +187,7 @@ const boot = (config) => {
     compileGuestCodeSynchronously(cpu)
     // A saved state is restored by `resume` once v86 has loaded, not as `initial_state`.
     if (state !== undefined) return void resume(state)
-    if (config.firmware !== "seabios") {
-      if (directInitrd !== undefined) cpu.write_blob(directInitrd.bytes, directInitrd.address)
-      directInitrd = undefined
-      setUpChipset(cpu)
-    }
+    direct?.prepare(cpu)
     emulator.run()
   })
   emulator.add_listener("emulator-started", () => {

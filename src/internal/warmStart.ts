@@ -13,6 +13,7 @@ import { createHash } from "node:crypto"
 import { rm } from "node:fs/promises"
 import { homedir } from "node:os"
 import { join } from "node:path"
+import type { Firmware } from "../Options.ts"
 import { PROTOCOL_VERSION } from "./protocol.ts"
 import * as StateFile from "./stateFile.ts"
 import { v86Version } from "./v86Machine.ts"
@@ -20,7 +21,7 @@ import { v86Version } from "./v86Machine.ts"
 export interface StateKey {
   readonly imageFingerprint: string
   readonly memoryMB: number
-  readonly firmware: "direct" | "seabios"
+  readonly firmware: Firmware
 }
 
 export const defaultStatePath = (key: StateKey, assetsDir: string | undefined): string => {
