@@ -1,12 +1,13 @@
 /**
  * Direct kernel boot: the multiboot image v86 starts without a BIOS must hand the kernel
  * what Linux's 32-bit boot protocol asks for (a boot_params page with the kernel's own
- * setup header, the memory map and the command line; the protected-mode code at 1 MiB),
- * and a kernel that cannot boot this way is refused with a reason.
+ * setup header, the memory map and the command line; the protected-mode code at 1 MiB,
+ * or the kernel unpacked on the host at its load address), and a kernel that cannot boot
+ * this way is refused with a reason.
  */
 import { describe, expect, it } from "@effect/vitest"
 import { readFileSync } from "node:fs"
-import { directBootImage, initrdPlacement } from "../src/internal/directBoot.mjs"
+import { directBootImage, initrdPlacement, unpackKernel } from "../src/internal/directBoot.mjs"
 
 const bzImage = (() => {
   const bytes = readFileSync(new URL("../assets/bzImage", import.meta.url))
@@ -73,10 +74,53 @@ describe("directBootImage", () => {
     expect(withInitrd.getUint32(at(0xfc000) + 0x21c, true)).toBe(3 * MiB + 5)
   })
 
+  it("enters the kernel unpacked on the host at its entry point, without the decompressor in the image", () => {
+    const kernelImage = unpackKernel(bzImage)!
+    const entered = new Uint8Array(directBootImage(bzImage, cmdline, 64 * MiB, undefined, kernelImage))
+    const enteredView = new DataView(entered.buffer)
+    const entry = enteredView.getUint32(28, true)
+    expect(enteredView.getUint32(at(entry) + 12, true)).toBe(kernelImage.entry)
+    expect(entered.byteLength).toBeLessThan(0x100000 - IMAGE_BASE)
+    expect(enteredView.getUint32(at(0xfc000) + 0x202, true)).toBe(0x53726448)
+  })
+
   it("refuses what it cannot boot, saying why", () => {
     expect(() => directBootImage(new Uint8Array(8192).buffer, cmdline, 64 * MiB, undefined)).toThrow(/not a Linux bzImage/)
     expect(() => directBootImage(bzImage, cmdline, 8 * MiB, undefined)).toThrow(/needs \d+ bytes of RAM to unpack, the guest has 8388608/)
     expect(() => directBootImage(bzImage, "x".repeat(5000), 64 * MiB, undefined)).toThrow(/command line is 5000 bytes/)
     expect(() => initrdPlacement(bzImage, 60 * MiB, 64 * MiB)).toThrow(/does not fit/)
+  })
+})
+
+describe("unpackKernel", () => {
+  const header = new DataView(bzImage)
+  const loadAddress = Number(header.getBigUint64(0x258, true))
+  const initSize = header.getUint32(0x260, true)
+
+  it("unpacks the bundled kernel's LZ4 payload into ELF segments within its load area, entered at its start", () => {
+    const unpacked = unpackKernel(bzImage)!
+    expect(unpacked.entry).toBe(loadAddress)
+    expect(unpacked.segments.length).toBeGreaterThanOrEqual(2)
+    for (const { address, bytes } of unpacked.segments) {
+      expect(address).toBeGreaterThanOrEqual(loadAddress)
+      expect(address + bytes.byteLength).toBeLessThanOrEqual(loadAddress + initSize)
+    }
+    // The kernel's text starts with startup_32's code, not zeros.
+    expect(unpacked.segments[0]!.bytes.subarray(0, 64).some((byte) => byte !== 0)).toBe(true)
+  })
+
+  it("says a corrupt payload is corrupt instead of booting it", () => {
+    const broken = kernel.slice()
+    const payload = ((kernel[0x1f1] ?? 0) + 1) * 512 + header.getUint32(0x248, true)
+    // Garble the middle of the compressed kernel.
+    broken.fill(0xff, payload + 100_000, payload + 100_400)
+    expect(() => unpackKernel(broken.buffer)).toThrow(/LZ4|segment|ELF/)
+  })
+
+  it("leaves a kernel compressed some other way to its own decompressor", () => {
+    const gzipped = kernel.slice()
+    const payload = ((kernel[0x1f1] ?? 0) + 1) * 512 + header.getUint32(0x248, true)
+    gzipped.set([0x1f, 0x8b, 0x08, 0x00], payload)
+    expect(unpackKernel(gzipped.buffer)).toBeUndefined()
   })
 })
