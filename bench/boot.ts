@@ -32,6 +32,7 @@ import { fileURLToPath } from "node:url"
 import { parseArgs } from "node:util"
 import { V86 } from "v86"
 import { directBoot } from "../src/internal/directBoot.mjs"
+import { bundledRootDisk } from "./lib/rootDisk.ts"
 import { compileGuestCodeSynchronously } from "../src/internal/syncJit.mjs"
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..")
@@ -88,7 +89,7 @@ const images = {
     : manifest.files.initrd && (opt["use-initrd"] || !manifest.files.rootfs)
     ? buffer(asset("initrd"))
     : undefined,
-  hda: opt.hda ? buffer(opt.hda) : manifest.files.rootfs && !opt["use-initrd"] ? buffer(asset("rootfs")) : undefined
+  hda: opt.hda ? buffer(opt.hda) : manifest.files.rootfs && !opt["use-initrd"] ? await bundledRootDisk() : undefined
 }
 const memoryMB = Number(opt.memory ?? manifest.memoryMB)
 const cmdline = (opt.cmdline ?? manifest.cmdline) + (opt.append ? ` ${opt.append}` : "")

@@ -5,6 +5,7 @@ import { createHash } from "node:crypto";
 import { readFileSync, writeFileSync, existsSync } from "node:fs";
 import { execFileSync } from "node:child_process";
 import { join } from "node:path";
+import { brotliDecompressSync } from "node:zlib";
 
 const [out, work, v86, agentProtocol, memoryMB, cmdline] = process.argv.slice(2);
 
@@ -24,6 +25,11 @@ const uniqSources = (list) => {
 const file = (name, sources) => {
   const buf = readFileSync(join(out, name));
   return { path: name, size: buf.length, sha256: createHash("sha256").update(buf).digest("hex"), sources };
+};
+
+const unpackedOf = (name) => {
+  const disk = brotliDecompressSync(readFileSync(join(out, name)));
+  return { size: disk.length, sha256: createHash("sha256").update(disk).digest("hex") };
 };
 
 // The static agent links glibc's and gcc's static libraries from the host toolchain
@@ -50,8 +56,9 @@ const manifest = {
   cmdline,
   files: {
     kernel: file("bzImage", uniqSources(kernel)),
-    // The root filesystem as v86's first IDE disk (V86 option `hda`), read-only squashfs.
-    rootfs: file("rootfs.squashfs", uniqSources(initrdSources)),
+    // The root filesystem as v86's first IDE disk (V86 option `hda`), read-only squashfs,
+    // brotli-compressed: `unpacked` is the disk the SDK unpacks it to.
+    rootfs: { ...file("rootfs.squashfs.br", uniqSources(initrdSources)), unpacked: unpackedOf("rootfs.squashfs.br") },
     // Only with build.sh --initrd: the same tree as one initramfs (slow to boot).
     ...(existsSync(join(out, "rootfs.cpio.gz")) ? { initrd: file("rootfs.cpio.gz", uniqSources(initrdSources)) } : {}),
     bios: file("seabios.bin", uniqSources(bios)),
@@ -96,19 +103,19 @@ const lines = [
   "package** named here, at the version given (`apt-get source PKG=VERSION`, or",
   "https://snapshot.debian.org). The full licence texts are in each source package's",
   "`debian/copyright`. `rootfs.cpio.gz`, when present, holds exactly the files of",
-  "`rootfs.squashfs`.",
+  "`rootfs.squashfs.br` (an uncompressed squashfs, brotli-compressed).",
   "",
   "| file | component | licence | Debian source package = version |",
   "| --- | --- | --- | --- |",
   `| bzImage | Linux kernel (built with image/kernel.fragment and image/patches/) | ${licence.linux} | linux = ${kernel[0]?.sourceVersion} |`,
   `| seabios.bin, vgabios.bin | SeaBIOS (bios.bin, vgabios-stdvga.bin) | ${licence.seabios} | seabios = ${bios[0]?.sourceVersion} |`,
-  "| rootfs.squashfs | /init, skeleton files, v86box-agent (this repository, image/) | MIT | (this repository) |",
+  "| rootfs.squashfs.br | /init, skeleton files, v86box-agent (this repository, image/) | MIT | (this repository) |",
   ...(existsSync(join(work, "v86box-agent"))
-    ? ["| rootfs.squashfs | glibc and libgcc static code linked into v86box-agent | LGPL-2.1-or-later; GPL-3.0 with GCC Runtime Library Exception | " +
+    ? ["| rootfs.squashfs.br | glibc and libgcc static code linked into v86box-agent | LGPL-2.1-or-later; GPL-3.0 with GCC Runtime Library Exception | " +
         initrdSources.filter((s) => !s.package).map((s) => `${s.source} = ${s.sourceVersion}`).join(", ") + " |"]
     : []),
   ...all.filter((s) => s.package !== "linux" && s.package !== "seabios").map((s) =>
-    `| rootfs.squashfs | ${rootfs.filter((r) => r.source === s.package).map((r) => r.package).join(", ")} | ${licence[s.package] ?? "see debian/copyright"} | ${s.package} = ${s.version} |`),
+    `| rootfs.squashfs.br | ${rootfs.filter((r) => r.source === s.package).map((r) => r.package).join(", ")} | ${licence[s.package] ?? "see debian/copyright"} | ${s.package} = ${s.version} |`),
   "",
 ];
 writeFileSync(join(out, "LICENSES.md"), lines.join("\n"));

@@ -6,6 +6,7 @@
 import { createHash } from "node:crypto";
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
+import { brotliDecompressSync } from "node:zlib";
 import { fileURLToPath } from "node:url";
 
 const dir = resolve(process.argv[2] ?? join(dirname(fileURLToPath(import.meta.url)), "..", "assets"));
@@ -36,8 +37,17 @@ for (const [key, entry] of Object.entries(files)) {
   }
   const size = statSync(path).size;
   if (size !== entry.size) problems.push(`files.${key}: ${entry.path} is ${size} bytes, manifest says ${entry.size}`);
-  const sha256 = createHash("sha256").update(readFileSync(path)).digest("hex");
+  const bytes = readFileSync(path);
+  const sha256 = createHash("sha256").update(bytes).digest("hex");
   if (sha256 !== entry.sha256) problems.push(`files.${key}: ${entry.path} has sha256 ${sha256}, manifest says ${entry.sha256}`);
+  // A brotli-compressed file (the root disk) must also unpack to what the manifest says.
+  if (entry.unpacked !== undefined && sha256 === entry.sha256) {
+    const disk = brotliDecompressSync(bytes);
+    const diskSha256 = createHash("sha256").update(disk).digest("hex");
+    if (disk.length !== entry.unpacked.size || diskSha256 !== entry.unpacked.sha256) {
+      problems.push(`files.${key}: ${entry.path} unpacks to ${disk.length} bytes with sha256 ${diskSha256}, manifest says ${entry.unpacked.size} / ${entry.unpacked.sha256}`);
+    }
+  }
   if (!Array.isArray(entry.sources) || entry.sources.length === 0) problems.push(`files.${key}: no sources listed`);
 }
 

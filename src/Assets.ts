@@ -136,8 +136,8 @@ export interface ResolvedAssets {
   readonly kernel: Uint8Array
   /** Absent when the image boots from its root disk alone. */
   readonly initrd: Uint8Array | undefined
-  /** The root filesystem disk, when the image has one. */
-  readonly rootfs: Uint8Array | undefined
+  /** The root filesystem disk, when the image has one: a file the machine reads as the guest asks. */
+  readonly rootfs: RootDisk | undefined
   readonly bios: Uint8Array
   readonly vgaBios: Uint8Array
   readonly wasm: Uint8Array
@@ -145,6 +145,22 @@ export interface ResolvedAssets {
   readonly memoryMB: number
   readonly fingerprint: string
   readonly manifest: Manifest
+}
+
+/**
+ * A root filesystem disk image on the host. The machine reads it as the guest asks (it is
+ * never loaded whole) and never writes it: sectors a guest writes stay in its own machine.
+ * The bundled one is stored brotli-compressed and unpacked once into the assets dir
+ * (`<assetsDir>/disks/<sha256>`).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface RootDisk {
+  readonly path: string
+  readonly byteLength: number
+  /** sha256 hex of the disk's bytes. */
+  readonly sha256: string
 }
 
 /**

@@ -6,10 +6,14 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import { createHash, randomBytes } from "node:crypto"
+import { brotliCompressSync, constants as zlibConstants } from "node:zlib"
 import * as Assets from "../src/Assets.ts"
 import { AssetError } from "../src/Errors.ts"
 import * as internal from "../src/internal/assets.ts"
 import { refusedUrl, serveDirectory } from "./helpers/httpServer.ts"
+
+/** Quality 11 (the default) takes ~0.5 s for the fixture's disk. */
+const fastBrotli = { params: { [zlibConstants.BROTLI_PARAM_QUALITY]: 4 } }
 
 const sha256 = (bytes: Uint8Array): string => createHash("sha256").update(bytes).digest("hex")
 
@@ -170,6 +174,103 @@ layer(Assets.layerNode)("Assets", (it) => {
         assert.strictEqual(error.asset, "bios")
         assert.include(error.message, missing)
         assert.include(error.message, "ENOENT")
+      }))
+  })
+
+  describe("root disk", () => {
+    /** The fixture plus a bundled root disk shipped as the real one is: brotli, with its unpacked size and sha256. */
+    const withRootDisk = Effect.gen(function*() {
+      const fs = yield* FileSystem.FileSystem
+      const path = yield* Path.Path
+      const fixture = yield* makeFixture
+      // Half random, half zeros: compressible, and every byte checked.
+      const disk = new Uint8Array(256 * 1024)
+      disk.set(randomBytes(128 * 1024))
+      const compressed = new Uint8Array(brotliCompressSync(disk, fastBrotli))
+      yield* fs.writeFile(path.join(fixture.imageDir, "rootfs.squashfs.br"), compressed)
+      const manifestPath = path.join(fixture.imageDir, "manifest.json")
+      const manifest = JSON.parse(yield* fs.readFileString(manifestPath))
+      manifest.files.rootfs = {
+        path: "rootfs.squashfs.br",
+        size: compressed.length,
+        sha256: sha256(compressed),
+        sources: [{ package: "fixture", version: "1" }],
+        unpacked: { size: disk.length, sha256: sha256(disk) }
+      }
+      yield* fs.writeFileString(manifestPath, JSON.stringify(manifest))
+      const diskPath = path.join(fixture.assetsDir, "disks", sha256(disk))
+      return { ...fixture, disk, diskPath, manifestPath, manifest }
+    })
+
+    it.scoped("is unpacked once into the assets dir, then read from there", () =>
+      Effect.gen(function*() {
+        const fs = yield* FileSystem.FileSystem
+        const fixture = yield* withRootDisk
+        const first = yield* internal.resolve({ assetsDir: fixture.assetsDir }, fixture.imageDir)
+        assert.deepStrictEqual(first.rootfs, { path: fixture.diskPath, byteLength: fixture.disk.length, sha256: sha256(fixture.disk) })
+        assert.deepStrictEqual(new Uint8Array(yield* fs.readFile(fixture.diskPath)), fixture.disk)
+        const unpackedAt = (yield* fs.stat(fixture.diskPath)).mtime
+        // Without the compressed file the second run still has its disk: it did not unpack again.
+        yield* fs.remove(`${fixture.imageDir}/rootfs.squashfs.br`)
+        yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 20)))
+        const second = yield* internal.resolve({ assetsDir: fixture.assetsDir }, fixture.imageDir)
+        assert.deepStrictEqual(second.rootfs, first.rootfs)
+        assert.strictEqual(second.fingerprint, first.fingerprint)
+        assert.deepStrictEqual((yield* fs.stat(fixture.diskPath)).mtime, unpackedAt)
+        assert.deepStrictEqual(yield* fs.readDirectory(`${fixture.assetsDir}/disks`), [sha256(fixture.disk)])
+      }))
+
+    it.scoped("a damaged unpacked copy is unpacked again", () =>
+      Effect.gen(function*() {
+        const fs = yield* FileSystem.FileSystem
+        const fixture = yield* withRootDisk
+        yield* internal.resolve({ assetsDir: fixture.assetsDir }, fixture.imageDir)
+        const damaged = new Uint8Array(fixture.disk)
+        damaged[5] = damaged[5]! ^ 0xff
+        yield* fs.writeFile(fixture.diskPath, damaged)
+        const resolved = yield* internal.resolve({ assetsDir: fixture.assetsDir }, fixture.imageDir)
+        assert.strictEqual(resolved.rootfs?.sha256, sha256(fixture.disk))
+        assert.deepStrictEqual(new Uint8Array(yield* fs.readFile(fixture.diskPath)), fixture.disk)
+      }))
+
+    it.scoped("a compressed disk that unpacks to the wrong bytes fails naming both, and leaves nothing unpacked", () =>
+      Effect.gen(function*() {
+        const fs = yield* FileSystem.FileSystem
+        const fixture = yield* withRootDisk
+        const other = new Uint8Array(randomBytes(1000))
+        const compressed = new Uint8Array(brotliCompressSync(other, fastBrotli))
+        yield* fs.writeFile(`${fixture.imageDir}/rootfs.squashfs.br`, compressed)
+        fixture.manifest.files.rootfs.size = compressed.length
+        fixture.manifest.files.rootfs.sha256 = sha256(compressed)
+        yield* fs.writeFileString(fixture.manifestPath, JSON.stringify(fixture.manifest))
+        const error = yield* expectAssetError(internal.resolve({ assetsDir: fixture.assetsDir }, fixture.imageDir))
+        assert.strictEqual(error.asset, "rootfs")
+        assert.include(error.message, sha256(other))
+        assert.include(error.message, sha256(fixture.disk))
+        assert.isFalse(yield* fs.exists(fixture.diskPath))
+      }))
+
+    it.scoped("an assets dir it cannot write to is an AssetError saying so", () =>
+      Effect.gen(function*() {
+        const fs = yield* FileSystem.FileSystem
+        const fixture = yield* withRootDisk
+        // A file where the assets dir should be: nothing can be made inside it.
+        yield* fs.writeFileString(fixture.assetsDir, "not a directory")
+        const error = yield* expectAssetError(internal.resolve({ assetsDir: fixture.assetsDir }, fixture.imageDir))
+        assert.strictEqual(error.asset, "rootfs")
+        assert.include(error.message, "assetsDir")
+      }))
+
+    it.scoped("a path source is used where it is, unpacked already", () =>
+      Effect.gen(function*() {
+        const fs = yield* FileSystem.FileSystem
+        const fixture = yield* withRootDisk
+        const own = new Uint8Array(randomBytes(64 * 1024))
+        const ownPath = `${fixture.root}/my-disk.img`
+        yield* fs.writeFile(ownPath, own)
+        const resolved = yield* internal.resolve({ assets: { rootfs: ownPath }, assetsDir: fixture.assetsDir }, fixture.imageDir)
+        assert.deepStrictEqual(resolved.rootfs, { path: ownPath, byteLength: own.length, sha256: sha256(own) })
+        assert.isFalse(yield* fs.exists(`${fixture.assetsDir}/disks`))
       }))
   })
 
@@ -365,8 +466,13 @@ layer(Assets.layerNode)("Assets", (it) => {
         yield* Assets.verifyBundled
         const manifest = yield* Assets.readManifest()
         const resolved = yield* Assets.resolve({ assetsDir: fixture.assetsDir })
-        const bundled = ["kernel", "initrd", "rootfs", "bios", "vgaBios"] as const
+        const bundled = ["kernel", "initrd", "bios", "vgaBios"] as const
         for (const name of bundled) assert.strictEqual(resolved[name]?.length, manifest.files[name]?.size)
+        const rootfs = manifest.files.rootfs
+        if (rootfs !== undefined) {
+          assert.strictEqual(resolved.rootfs?.byteLength, rootfs.unpacked?.size ?? rootfs.size)
+          assert.strictEqual(resolved.rootfs?.sha256, rootfs.unpacked?.sha256 ?? rootfs.sha256)
+        }
         assert.isTrue(resolved.initrd !== undefined || resolved.rootfs !== undefined, "the image boots from something")
         assert.isAtLeast(resolved.memoryMB, 64)
 

@@ -14,6 +14,7 @@ import { createRequire } from "node:module"
 import { dirname, join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
 import { V86 } from "v86"
+import { bundledRootDisk } from "./rootDisk.ts"
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "../..")
 const assets = join(root, "assets")
@@ -57,9 +58,11 @@ export interface RawMachine {
 export type BenchMode = "serial-shell" | "virtio-echo"
 
 /** Boots the bundled image in bench mode; resolves once the peer is ready for input. */
-export const bootRawMachine = (mode: BenchMode, timeoutMs = 60_000): Promise<RawMachine> =>
-  new Promise((resolveBoot, rejectBoot) => {
-    const manifest: Manifest = JSON.parse(readFileSync(join(assets, "manifest.json"), "utf8"))
+export const bootRawMachine = async (mode: BenchMode, timeoutMs = 60_000): Promise<RawMachine> => {
+  const manifest: Manifest = JSON.parse(readFileSync(join(assets, "manifest.json"), "utf8"))
+  // The root disk ships compressed: this is the disk the SDK unpacks it to.
+  const hda = manifest.files.rootfs === undefined ? undefined : { buffer: await bundledRootDisk() }
+  return new Promise((resolveBoot, rejectBoot) => {
     const file = (key: string) => ({ buffer: arrayBuffer(join(assets, manifest.files[key]!.path)) })
     // The typings lack the bus and the extra virtio console ports that v86 has at run time.
     const emulator: any = new V86({
@@ -70,7 +73,7 @@ export const bootRawMachine = (mode: BenchMode, timeoutMs = 60_000): Promise<Raw
       vga_bios: file("vgaBios"),
       bzimage: file("kernel"),
       ...(manifest.files.initrd === undefined ? {} : { initrd: file("initrd") }),
-      ...(manifest.files.rootfs === undefined ? {} : { hda: file("rootfs") }),
+      ...(hda === undefined ? {} : { hda }),
       cmdline: `${withoutInit(manifest.cmdline)} rdinit=${benchInit} init=${benchInit} v86box.bench=${mode}`,
       virtio_console: true,
       autostart: true,
@@ -146,3 +149,4 @@ export const bootRawMachine = (mode: BenchMode, timeoutMs = 60_000): Promise<Raw
       }, 5)
     }
   })
+}

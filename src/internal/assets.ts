@@ -9,10 +9,13 @@ import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
 import { createHash, randomBytes } from "node:crypto"
 import { existsSync } from "node:fs"
+import { open } from "node:fs/promises"
 import { createRequire } from "node:module"
 import { homedir } from "node:os"
 import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
+import { promisify } from "node:util"
+import { brotliDecompress } from "node:zlib"
 import type * as Assets from "../Assets.ts"
 import { AssetError } from "../Errors.ts"
 
@@ -48,7 +51,9 @@ const ManifestFile = Schema.Struct({
   path: Schema.NonEmptyString,
   size: Schema.NonNegativeInt,
   sha256: Sha256,
-  sources: Schema.Array(ManifestSource)
+  sources: Schema.Array(ManifestSource),
+  /** Set when the file is brotli-compressed: what it unpacks to (the root disk is). */
+  unpacked: Schema.optional(Schema.Struct({ size: Schema.NonNegativeInt, sha256: Sha256 }))
 })
 
 /** A Debian binary package in the image (descriptive: only `package` and `version` are required). */
@@ -378,6 +383,133 @@ const loadRemote = (...args: Parameters<typeof cacheRemote>) =>
   Effect.map(cacheRemote(...args), ({ bytes, sha256 }): LoadedFile => ({ bytes, sha256 }))
 
 // ---------------------------------------------------------------------------
+// The root disk
+// ---------------------------------------------------------------------------
+
+/**
+ * The size and sha256 of a file, read a chunk at a time: a root disk (~40 MB) is never
+ * held whole. Memoized per process like `readHashed`.
+ */
+const hashFile = (asset: string, filePath: string) =>
+  Effect.gen(function*() {
+    const fs = yield* FileSystem.FileSystem
+    const info = yield* fs.stat(filePath)
+    if (info.type !== "File") {
+      return yield* new AssetError({ asset, reason: `"${filePath}" is not a file (it is a ${info.type})` })
+    }
+    const key = Option.map(info.mtime, (mtime) => `${filePath}\u0000${info.size}\u0000${mtime.getTime()}`)
+    const memoized = Option.flatMapNullable(key, (k) => hashedFiles.get(k))
+    if (Option.isSome(memoized)) return { size: Number(info.size), sha256: memoized.value }
+    const hashed = yield* Effect.tryPromise({
+      try: async () => {
+        const file = await open(filePath, "r")
+        try {
+          const hash = createHash("sha256")
+          const chunk = Buffer.alloc(1 << 20)
+          let size = 0
+          for (let read; (read = (await file.read(chunk, 0, chunk.length, null)).bytesRead) > 0; size += read) {
+            hash.update(chunk.subarray(0, read))
+          }
+          return { size, sha256: hash.digest("hex") }
+        } finally {
+          await file.close()
+        }
+      },
+      catch: (error) => new AssetError({ asset, reason: `cannot read "${filePath}": ${String((error as Error).message ?? error)}` })
+    })
+    if (Option.isSome(key) && BigInt(hashed.size) === info.size) hashedFiles.set(key.value, hashed.sha256)
+    return hashed
+  }).pipe(
+    Effect.catchTag(
+      "SystemError",
+      "BadArgument",
+      (error) => new AssetError({ asset, reason: `cannot read "${filePath}": ${platformReason(error)}` })
+    )
+  )
+
+/** A root disk file as it is, checked against what it must be when that is known. */
+const diskAt = (filePath: string, expected?: { readonly size: number; readonly sha256: string }) =>
+  Effect.gen(function*() {
+    const hashed = yield* hashFile("rootfs", filePath)
+    if (expected !== undefined && (hashed.size !== expected.size || hashed.sha256 !== expected.sha256.toLowerCase())) {
+      return yield* new AssetError({
+        asset: "rootfs",
+        reason: `"${filePath}" is not the image's root disk: expected ${expected.size} bytes with sha256 ` +
+          `${expected.sha256}, found ${hashed.size} bytes with sha256 ${hashed.sha256}`
+      })
+    }
+    return { path: filePath, byteLength: hashed.size, sha256: hashed.sha256 } satisfies Assets.RootDisk
+  })
+
+/**
+ * The bundled root disk. Stored brotli-compressed (~9 MB for ~40 MB), it is unpacked
+ * once into `${assetsDir}/disks/<sha256>` (verified, then renamed into place: never a
+ * partial file) and read from there; a damaged unpacked copy is unpacked again. A bundle
+ * whose manifest has no `unpacked` entry ships its disk as it is.
+ */
+const bundledRootDisk = (dir: string, entry: ManifestFileEntry, assetsDir: string) =>
+  Effect.gen(function*() {
+    const fs = yield* FileSystem.FileSystem
+    const path = yield* Path.Path
+    const unpacked = entry.unpacked
+    if (unpacked === undefined) return yield* diskAt(path.join(dir, entry.path), entry)
+    const disksDir = path.join(assetsDir, "disks")
+    const diskPath = path.join(disksDir, unpacked.sha256.toLowerCase())
+    const dirError = (error: PlatformError) =>
+      new AssetError({
+        asset: "rootfs",
+        reason: `cannot unpack the root disk into "${disksDir}" (set assetsDir to a writable dir): ${platformReason(error)}`
+      })
+    if (yield* fs.exists(diskPath).pipe(Effect.mapError(dirError))) {
+      const existing = yield* Effect.either(diskAt(diskPath, unpacked))
+      if (existing._tag === "Right") return existing.right
+      yield* Effect.logWarning(`v86box: unpacking the root disk again: ${existing.left.reason}`)
+      yield* fs.remove(diskPath, { force: true }).pipe(Effect.mapError(dirError))
+    }
+    const compressed = yield* loadBundled("rootfs", dir, entry)
+    const bytes = yield* Effect.tryPromise({
+      try: () => promisify(brotliDecompress)(compressed.bytes),
+      catch: (error) =>
+        new AssetError({ asset: "rootfs", reason: `bundled file "${entry.path}" does not unpack: ${String(error)}` })
+    })
+    const sha256 = sha256Hex(bytes)
+    if (bytes.length !== unpacked.size || sha256 !== unpacked.sha256.toLowerCase()) {
+      return yield* new AssetError({
+        asset: "rootfs",
+        reason: `bundled file "${entry.path}" unpacks to ${bytes.length} bytes with sha256 ${sha256}; the manifest ` +
+          `says ${unpacked.size} bytes with sha256 ${unpacked.sha256}`
+      })
+    }
+    yield* fs.makeDirectory(disksDir, { recursive: true }).pipe(Effect.mapError(dirError))
+    yield* Effect.acquireUseRelease(
+      Effect.sync(() => `${diskPath}.${randomBytes(6).toString("hex")}.partial`),
+      (tempPath) => Effect.zipRight(fs.writeFile(tempPath, bytes), fs.rename(tempPath, diskPath)),
+      (tempPath) => Effect.ignore(fs.remove(tempPath, { force: true }))
+    ).pipe(Effect.mapError(dirError))
+    return yield* diskAt(diskPath, unpacked)
+  })
+
+/** The root disk from where `source` says (a path or a download), or the bundled one. */
+const loadRootDisk = (
+  source: Assets.AssetSource | undefined,
+  manifest: typeof Manifest.Type,
+  bundledDir: string,
+  options: Assets.ResolveOptions,
+  assetsDir: string
+) =>
+  Effect.gen(function*() {
+    const path = yield* Path.Path
+    if (typeof source === "string") return yield* diskAt(path.resolve(source))
+    if (source !== undefined) {
+      const cached = yield* cacheRemote("rootfs", source, assetsDir, options.onProgress)
+      return { path: cached.path, byteLength: cached.bytes.length, sha256: cached.sha256 } satisfies Assets.RootDisk
+    }
+    const entry = manifest.files.rootfs
+    if (entry === undefined) return yield* new AssetError({ asset: "rootfs", reason: "the bundled manifest has no such file" })
+    return yield* bundledRootDisk(bundledDir, entry, assetsDir)
+  })
+
+// ---------------------------------------------------------------------------
 // resolve
 // ---------------------------------------------------------------------------
 
@@ -387,7 +519,7 @@ const loadRemote = (...args: Parameters<typeof cacheRemote>) =>
  */
 const fingerprintOf = (hashes: Record<Assets.AssetName, string | undefined>, cmdline: string): string => {
   const lines = [
-    "v86box-image-fingerprint 2",
+    "v86box-image-fingerprint 3",
     ...assetNames.map((name) => `${name} ${hashes[name] ?? "-"}`),
     `cmdline ${cmdline}`
   ]
@@ -419,7 +551,9 @@ export const resolve = (options: Assets.ResolveOptions = {}, bundledDir: string 
     const loaded = yield* Effect.all({
       kernel: load("kernel"),
       initrd: loadIfPresent("initrd"),
-      rootfs: loadIfPresent("rootfs"),
+      rootfs: present("rootfs")
+        ? Effect.map(loadRootDisk(sources.rootfs, manifest, bundledDir, options, assetsDir), Option.some)
+        : Effect.succeed(Option.none<Assets.RootDisk>()),
       bios: load("bios"),
       vgaBios: load("vgaBios"),
       wasm: load("wasm")
@@ -433,7 +567,7 @@ export const resolve = (options: Assets.ResolveOptions = {}, bundledDir: string 
     return {
       kernel: loaded.kernel.bytes,
       initrd: bytesOf(loaded.initrd),
-      rootfs: bytesOf(loaded.rootfs),
+      rootfs: Option.getOrUndefined(loaded.rootfs),
       bios: loaded.bios.bytes,
       vgaBios: loaded.vgaBios.bytes,
       wasm: loaded.wasm.bytes,
@@ -442,7 +576,7 @@ export const resolve = (options: Assets.ResolveOptions = {}, bundledDir: string 
       fingerprint: fingerprintOf({
         kernel: loaded.kernel.sha256,
         initrd: hashOf(loaded.initrd),
-        rootfs: hashOf(loaded.rootfs),
+        rootfs: Option.getOrUndefined(Option.map(loaded.rootfs, (disk) => disk.sha256)),
         bios: loaded.bios.sha256,
         vgaBios: loaded.vgaBios.sha256,
         wasm: loaded.wasm.sha256

@@ -15,6 +15,7 @@ import { MachineError } from "../Errors.ts"
 import type { Firmware } from "../Options.ts"
 import { ConsoleTail, fatalKernelMessage, type Machine } from "./machine.ts"
 import { errorReply, tagOf } from "./ninePWire.ts"
+import type { RootDisk } from "../Assets.ts"
 
 export interface V86MachineConfig {
   readonly wasm: WebAssembly.Module
@@ -24,8 +25,8 @@ export interface V86MachineConfig {
   readonly vgaBios: Uint8Array
   readonly kernel: Uint8Array
   readonly initrd: Uint8Array | undefined
-  /** The root filesystem disk image, attached as the first IDE disk. */
-  readonly rootfs: Uint8Array | undefined
+  /** The root filesystem disk image, attached as the first IDE disk: read from its file as the guest asks. */
+  readonly rootfs: RootDisk | undefined
   readonly cmdline: string
   readonly memoryMB: number
   /**
@@ -118,9 +119,7 @@ export const makeDetachable = (config: V86MachineConfig): Effect.Effect<Detached
         vgaBios: config.firmware === "seabios" ? config.vgaBios : undefined,
         kernel: config.kernel,
         initrd: config.initrd,
-        // A state holds the disk's contents: the worker needs only its size.
-        rootfs: state === undefined ? config.rootfs : undefined,
-        rootfsBytes: config.rootfs?.byteLength,
+        rootfs: config.rootfs === undefined ? undefined : { path: config.rootfs.path, byteLength: config.rootfs.byteLength },
         cmdline: config.cmdline,
         memoryMB: config.memoryMB,
         initialState: state,
@@ -141,13 +140,13 @@ const ownedBuffer = (bytes: Uint8Array): Uint8Array<ArrayBuffer> =>
 
 /**
  * What a recycled emulator must share with a machine to resume a state into it: the same
- * v86 build, RAM and devices (the disk's size; BIOS images are mapped at creation).
+ * v86 build, RAM and devices (the same disk file; BIOS images are mapped at creation).
  */
 const emulatorKey = (config: V86MachineConfig): string =>
   [
     wasmIdOf(config.wasm),
     config.memoryMB,
-    config.rootfs?.byteLength,
+    config.rootfs === undefined ? "no disk" : `${config.rootfs.byteLength} ${config.rootfs.path}`,
     config.firmware === "seabios" ? `seabios ${config.bios.byteLength} ${config.vgaBios.byteLength}` : "direct"
   ].join(":")
 

@@ -4,9 +4,9 @@
 //
 // Messages in (from src/internal/v86Machine.ts):
 //   { type: "boot", config }   config: { wasm, firmware, bios, vgaBios, kernel, initrd, rootfs,
-//                                        cmdline, memoryMB, initialState, rootfsBytes, reuse }
-//                              (ArrayBuffers / Module; the BIOS images only with firmware "seabios")
-//                              with initialState, rootfs is left out: the state holds the disk;
+//                                        cmdline, memoryMB, initialState, reuse }
+//                              (ArrayBuffers / Module; the BIOS images only with firmware "seabios";
+//                              rootfs: { path, byteLength }, the root disk's file, read as needed)
 //                              with reuse, initialState goes into the paused emulator this worker
 //                              already has (see "Recycled emulators" below)
 //   { type: "pause" }          stop the emulator and drop its pending input and output: its
@@ -30,6 +30,7 @@ import { runInNewContext } from "node:vm"
 import { parentPort } from "node:worker_threads"
 import V86 from "v86"
 import { directBoot } from "./directBoot.mjs"
+import { FileDisk } from "./fileDisk.mjs"
 import { compileGuestCodeSynchronously } from "./syncJit.mjs"
 
 const port = parentPort
@@ -54,6 +55,8 @@ const GUEST_BUFFER_BYTES = 4096
 const INPUT_RETRY_MILLIS = 1
 
 let emulator
+/** The root disk: a file, read as the guest asks (src/internal/fileDisk.mjs). */
+let rootDisk
 /** v86's reply callbacks of the 9P requests the caller has not answered yet. */
 const fileReplies = new Map()
 let nextFileRequest = 1
@@ -129,6 +132,8 @@ const boot = (config) => {
     // Not reusable: this worker only gave its thread.
     const old = emulator
     emulator = undefined
+    rootDisk?.close()
+    rootDisk = undefined
     return void Promise.resolve(old.destroy()).catch(() => undefined).then(() => boot(config))
   }
   // v86 keeps `options` (and so this function) for the emulator's life: what it holds
@@ -155,11 +160,17 @@ const boot = (config) => {
       }
     }
   }
-  // The root disk is needed after a restore too: the kernel reads it lazily.
-  if (config.rootfs !== undefined) options.hda = { buffer: arrayBufferOf(config.rootfs) }
-  // A saved state carries the disk's contents, which replace these: a disk of the same
-  // size made of untouched (zero) pages is all v86 needs until then, and costs no RAM.
-  else if (config.rootfsBytes !== undefined) options.hda = { buffer: new ArrayBuffer(config.rootfsBytes) }
+  // The root disk is needed after a restore too: the kernel reads it lazily. v86 takes
+  // a disk as an ArrayBuffer: it gets one of the disk's size made of untouched (zero)
+  // pages, which costs no RAM, and the file-backed disk replaces it once loaded.
+  if (config.rootfs !== undefined) {
+    try {
+      rootDisk = new FileDisk(config.rootfs.path, config.rootfs.byteLength)
+    } catch (error) {
+      return void port.postMessage({ _tag: "failed", message: `the root disk: ${error.message}` })
+    }
+    options.hda = { buffer: new ArrayBuffer(config.rootfs.byteLength) }
+  }
   const state = config.initialState === undefined ? undefined : arrayBufferOf(config.initialState)
   if (config.firmware === "seabios") {
     options.bios = { buffer: arrayBufferOf(config.bios) }
@@ -184,6 +195,7 @@ const boot = (config) => {
   emulator = new V86(options)
   emulator.add_listener("emulator-loaded", () => {
     const cpu = emulator.v86.cpu
+    if (rootDisk !== undefined) cpu.devices.ide.primary.master.buffer = rootDisk
     compileGuestCodeSynchronously(cpu)
     // A saved state is restored by `resume` once v86 has loaded, not as `initial_state`.
     if (state !== undefined) return void resume(state)
@@ -192,8 +204,7 @@ const boot = (config) => {
   })
   emulator.add_listener("emulator-started", () => {
     port.postMessage({ _tag: "started" })
-    // Booted or restored: the kernel is in guest memory now, and the disk in v86's own
-    // buffer (a restore replaces it with the state's copy). v86's loader keeps the
+    // Booted or restored: the kernel is in guest memory now. v86's loader keeps the
     // kernel's buffers all the same: detach them to free them.
     for (const image of ["bzimage", "initrd", "multiboot"]) detach(options[image]?.buffer)
     for (const image of ["hda", "bzimage", "initrd", "multiboot"]) delete options[image]
@@ -323,6 +334,7 @@ const stop = async () => {
   try {
     await emulator?.destroy()
   } finally {
+    rootDisk?.close()
     port.postMessage({ _tag: "stopped" })
     port.close()
   }
