@@ -25,14 +25,15 @@
  *   --async-jit        leave v86's asynchronous JIT compilation as it is (the SDK
  *                      compiles synchronously: src/internal/syncJit.mjs)
  */
-import { readFileSync } from "node:fs"
+import { readFileSync, statSync } from "node:fs"
 import { createRequire } from "node:module"
 import { dirname, join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
 import { parseArgs } from "node:util"
 import { V86 } from "v86"
 import { directBoot } from "../src/internal/directBoot.mjs"
-import { bundledRootDisk } from "./lib/rootDisk.ts"
+import { FileDisk } from "../src/internal/fileDisk.mjs"
+import { bundledRootDiskPath } from "./lib/rootDisk.ts"
 import { compileGuestCodeSynchronously } from "../src/internal/syncJit.mjs"
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..")
@@ -75,6 +76,8 @@ const buffer = (path: string): ArrayBuffer => {
   return b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer
 }
 
+const diskFile = (path: string) => ({ path, byteLength: statSync(path).size })
+
 const images = {
   bios: buffer(opt.bios ?? asset("bios")),
   vgaBios: buffer(asset("vgaBios")),
@@ -89,7 +92,7 @@ const images = {
     : manifest.files.initrd && (opt["use-initrd"] || !manifest.files.rootfs)
     ? buffer(asset("initrd"))
     : undefined,
-  hda: opt.hda ? buffer(opt.hda) : manifest.files.rootfs && !opt["use-initrd"] ? await bundledRootDisk() : undefined
+  hda: opt.hda ? diskFile(opt.hda) : manifest.files.rootfs && !opt["use-initrd"] ? diskFile(await bundledRootDiskPath()) : undefined
 }
 const memoryMB = Number(opt.memory ?? manifest.memoryMB)
 const cmdline = (opt.cmdline ?? manifest.cmdline) + (opt.append ? ` ${opt.append}` : "")
@@ -143,7 +146,8 @@ const bootOnce = (cmdline: string): Promise<BootResult> =>
           ...(images.initrd ? { initrd: { buffer: images.initrd } } : {}),
           cmdline
         }),
-      ...(images.hda ? { hda: { buffer: images.hda.slice(0) } } : {}),
+      // The SDK's way: a disk of the right size that costs no RAM, replaced by the file once loaded.
+      ...(images.hda ? { hda: { buffer: new ArrayBuffer(images.hda.byteLength) } } : {}),
       virtio_console: true,
       autostart: false,
       disable_keyboard: true,
@@ -152,7 +156,8 @@ const bootOnce = (cmdline: string): Promise<BootResult> =>
     } as unknown as ConstructorParameters<typeof V86>[0])
     // As the SDK's worker does (src/internal/v86Worker.mjs), before the first instruction.
     emulator.add_listener("emulator-loaded", () => {
-      const cpu = (emulator as unknown as { v86: { cpu: { write_blob(bytes: Uint8Array, at: number): void } } }).v86.cpu
+      const cpu = (emulator as unknown as { v86: { cpu: any } }).v86.cpu
+      if (images.hda) cpu.devices.ide.primary.master.buffer = new FileDisk(images.hda.path, images.hda.byteLength)
       if (!opt["async-jit"]) compileGuestCodeSynchronously(cpu)
       direct?.prepare(cpu)
       emulator.run()
@@ -251,7 +256,8 @@ const phases = (r: BootResult) => {
     return i >= 0 && i < r.lineTimes.length ? { ms: r.lineTimes[i]!, minstr: r.lineMinstr[i]! } : undefined
   }
   const points = [
-    { name: "emulator constructed -> kernel's first printk (BIOS, kernel load + decompression)", end: at(/Linux version/) },
+    { name: "emulator constructed -> first instruction (v86 set-up, kernel unpacked and loaded)", end: r.startedMs === undefined ? undefined : { ms: r.startedMs, minstr: 0 } },
+    { name: "-> kernel's serial console on (BIOS, decompression, early kernel set-up)", end: at(/printk: console \[ttyS0\] enabled/) },
     { name: "-> kernel runs /init (kernel init: PCI, serial, ATA probe, root mount)", end: at(/Run \/init as init process/) },
     { name: "-> /init ready line (first exec from the disk, overlay, mounts)", end: r.initReadyMs === undefined ? undefined : { ms: r.initReadyMs, minstr: r.initReadyMinstr ?? 0 } }
   ]
@@ -275,7 +281,7 @@ const main = async () => {
   for (let i = 0; i < runs; i++) {
     const r = await bootOnce(cmdline)
     results.push(r)
-    console.log(`  boot ${i + 1}: init ready ${ms(r.initReadyMs)} (${r.initReadyMinstr?.toFixed(0)} M guest instructions), agent READY ${ms(r.agentReadyMs)}${r.error ? `  ERROR: ${r.error}` : ""}`)
+    console.log(`  boot ${i + 1}: init ready ${ms(r.initReadyMs)} (${r.initReadyMinstr?.toFixed(1)} M guest instructions), agent READY ${ms(r.agentReadyMs)}${r.error ? `  ERROR: ${r.error}` : ""}`)
     if (r.error) {
       console.log(r.serial.slice(-3000))
       process.exitCode = 1
@@ -287,7 +293,7 @@ const main = async () => {
   const minstr = results.map((r) => r.initReadyMinstr).filter((x): x is number => x !== undefined)
   if (init.length) console.log(`median time to "${READY_LINE}": ${ms(median(init))}  (min ${ms(Math.min(...init))}, max ${ms(Math.max(...init))})`)
   if (agent.length) console.log(`median time to the agent's READY frame: ${ms(median(agent))}  (min ${ms(Math.min(...agent))}, max ${ms(Math.max(...agent))})`)
-  if (minstr.length) console.log(`median guest work to "${READY_LINE}": ${median(minstr).toFixed(0)} M instructions (load on the host does not change this one)`)
+  if (minstr.length) console.log(`median guest work to "${READY_LINE}": ${median(minstr).toFixed(1)} M instructions (load on the host does not change this one)`)
   if (opt.log) console.log(`--- serial log of boot 1 ---\n${results[0]!.serial}--- end ---`)
 
   if (opt["no-timeline"]) return
@@ -300,7 +306,7 @@ const main = async () => {
   if (opt.trace) {
     const lines = t.serial.split("\n").slice(0, t.lineTimes.length)
     console.log("--- trace: wall ms, M instructions, line ---")
-    lines.forEach((l, i) => console.log(`${t.lineTimes[i]!.toFixed(0).padStart(6)} ${t.lineMinstr[i]!.toFixed(0).padStart(5)}  ${l}`))
+    lines.forEach((l, i) => console.log(`${t.lineTimes[i]!.toFixed(0).padStart(6)} ${t.lineMinstr[i]!.toFixed(2).padStart(6)}  ${l}`))
   }
   const { stamped, slowest } = timeline(t.serial)
   if (stamped.length) {
