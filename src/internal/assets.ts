@@ -111,10 +111,17 @@ const sha256Hex = (data: Uint8Array | string): string => createHash("sha256").up
 
 /**
  * sha256 of files already hashed in this process, keyed by path, size and mtime.
- * Hashing the ~15 MB image costs ~40 ms on a 2-core machine without SHA extensions;
- * every `resolve` after the first pays only for reading the bytes.
+ * Hashing the root disk (~40 MB) costs ~110 ms on a 2-core machine without SHA
+ * extensions: every `resolve` after the first pays only for a stat.
  */
 const hashedFiles = new Map<string, string>()
+
+/**
+ * The last bytes read from each path, with the stat key they were read under: a
+ * sandbox taking the standby resolves its assets again, and re-reading the ~4 MB of
+ * kernel, BIOS and wasm cost ~15 ms of its ~120 ms budget.
+ */
+const readFiles = new Map<string, { readonly key: string; readonly file: LoadedFile }>()
 
 /** The OS reason of a file system error, e.g. `ENOENT: no such file or directory, open '/x'`. */
 const platformReason = (error: PlatformError): string =>
@@ -133,18 +140,20 @@ const readHashed = (asset: string, filePath: string) =>
     if (info.type !== "File") {
       return yield* new AssetError({ asset, reason: `"${filePath}" is not a file (it is a ${info.type})` })
     }
-    const bytes = yield* fs.readFile(filePath)
     const key = Option.map(info.mtime, (mtime) => `${filePath}\u0000${info.size}\u0000${mtime.getTime()}`)
+    const known = readFiles.get(filePath)
+    if (known !== undefined && Option.isSome(key) && known.key === key.value) return known.file
+    const bytes = yield* fs.readFile(filePath)
     // Bytes of another size than stat saw mean the file changed in between: the stat
     // key does not describe them, so neither use nor store a memo then.
     const keyDescribesBytes = BigInt(bytes.length) === info.size
     const memoized = Option.flatMapNullable(key, (k) => hashedFiles.get(k))
-    if (Option.isSome(memoized) && keyDescribesBytes) {
-      return { bytes, sha256: memoized.value } satisfies LoadedFile
+    const file: LoadedFile = { bytes, sha256: Option.isSome(memoized) && keyDescribesBytes ? memoized.value : sha256Hex(bytes) }
+    if (Option.isSome(key) && keyDescribesBytes) {
+      hashedFiles.set(key.value, file.sha256)
+      readFiles.set(filePath, { key: key.value, file })
     }
-    const sha256 = sha256Hex(bytes)
-    if (Option.isSome(key) && keyDescribesBytes) hashedFiles.set(key.value, sha256)
-    return { bytes, sha256 } satisfies LoadedFile
+    return file
   }).pipe(
     Effect.catchTag(
       "SystemError",
@@ -157,20 +166,25 @@ const readHashed = (asset: string, filePath: string) =>
 // The bundled image
 // ---------------------------------------------------------------------------
 
+/** The last manifest decoded from each path, with the text it was decoded from. */
+const decodedManifests = new Map<string, { readonly text: string; readonly manifest: typeof Manifest.Type }>()
+
 export const readManifest = (dir: string = bundledAssetsDir) =>
   Effect.gen(function*() {
     const fs = yield* FileSystem.FileSystem
     const path = yield* Path.Path
     const manifestPath = path.join(dir, "manifest.json")
-    const text = yield* fs.readFileString(manifestPath).pipe(
-      Effect.mapError((error) =>
-        new AssetError({
-          asset: "manifest",
-          reason: `cannot read the image manifest "${manifestPath}": ${platformReason(error)}`
-        })
-      )
-    )
+    const readError = (error: PlatformError) =>
+      new AssetError({
+        asset: "manifest",
+        reason: `cannot read the image manifest "${manifestPath}": ${platformReason(error)}`
+      })
+    // Decoding it costs ~8 ms, paid by every sandbox (the standby's included) otherwise.
+    const text = yield* fs.readFileString(manifestPath).pipe(Effect.mapError(readError))
+    const known = decodedManifests.get(manifestPath)
+    if (known !== undefined && known.text === text) return known.manifest
     return yield* decodeManifestJson(text).pipe(
+      Effect.tap((manifest) => decodedManifests.set(manifestPath, { text, manifest })),
       Effect.mapError((error) =>
         new AssetError({
           asset: "manifest",

@@ -563,17 +563,25 @@ const collect = (stream: Stream.Stream<Uint8Array, MachineError>) =>
 
 /**
  * Compiling the 2 MB emulator takes tens of ms: once per process per wasm binary, keyed
- * by content (each resolve reads the file into a new array; hashing it costs a few ms).
+ * by content; and by the bytes object, which resolving unchanged files gives again
+ * (hashing 2 MB costs ~6 ms of a standby's ~120 ms).
  */
 const compiledWasm = new Map<string, WebAssembly.Module>()
+const compiledWasmOf = new WeakMap<Uint8Array, WebAssembly.Module>()
 
 const compileWasm = (wasm: Uint8Array) =>
   Effect.suspend(() => {
+    // The same bytes object again (assets re-resolved from unchanged files): no hashing.
+    const known = compiledWasmOf.get(wasm)
+    if (known !== undefined) return Effect.succeed(known)
     const key = createHash("sha256").update(wasm).digest("hex")
     const cached = compiledWasm.get(key)
-    if (cached !== undefined) return Effect.succeed(cached)
+    if (cached !== undefined) return Effect.succeed(cached).pipe(Effect.tap((module) => compiledWasmOf.set(wasm, module)))
     return Effect.tryPromise({
       try: () => WebAssembly.compile(wasm as Uint8Array<ArrayBuffer>),
       catch: (error) => new MachineError({ reason: `cannot compile the emulator's wasm: ${String(error)}`, consoleTail: "" })
-    }).pipe(Effect.tap((module) => compiledWasm.set(key, module)))
+    }).pipe(Effect.tap((module) => {
+      compiledWasm.set(key, module)
+      compiledWasmOf.set(wasm, module)
+    }))
   })
