@@ -57,6 +57,13 @@ for tdir in usr/lib/terminfo usr/share/terminfo; do
   find "$tdir" -mindepth 1 -type d -empty -delete
 done
 
+# --- bash, statically linked --------------------------------------------------------
+# Every command starts a bash (or forks one): the static build of the same bash 5.2.15
+# skips the dynamic loader's work on each start (libc, libtinfo). Measured in a sandbox,
+# back-to-back exec("true") p50 55 -> 46 ms, p90 117 -> 68-88 ms.
+mv -f usr/bin/bash-static usr/bin/bash
+rm -f usr/share/debianutils/shells.d/bash-static
+
 # --- links the packages' maintainer scripts (not run by dpkg -x) would make -----------
 ln -sfn bash usr/bin/sh
 ln -sfn gawk usr/bin/awk
