@@ -132,21 +132,31 @@ interface LoadedFile {
   readonly sha256: string
 }
 
-/** Reads a file and its sha256; a missing or unreadable file is an AssetError naming the path and the OS reason. */
-const readHashed = (asset: string, filePath: string) =>
+/**
+ * A file's size and the key the memos above use (path, size and mtime); anything but a
+ * regular file is an AssetError.
+ */
+const statForMemo = (asset: string, filePath: string) =>
   Effect.gen(function*() {
     const fs = yield* FileSystem.FileSystem
     const info = yield* fs.stat(filePath)
     if (info.type !== "File") {
       return yield* new AssetError({ asset, reason: `"${filePath}" is not a file (it is a ${info.type})` })
     }
-    const key = Option.map(info.mtime, (mtime) => `${filePath}\u0000${info.size}\u0000${mtime.getTime()}`)
+    return { size: info.size, key: Option.map(info.mtime, (mtime) => `${filePath}\u0000${info.size}\u0000${mtime.getTime()}`) }
+  })
+
+/** Reads a file and its sha256; a missing or unreadable file is an AssetError naming the path and the OS reason. */
+const readHashed = (asset: string, filePath: string) =>
+  Effect.gen(function*() {
+    const fs = yield* FileSystem.FileSystem
+    const { size, key } = yield* statForMemo(asset, filePath)
     const known = readFiles.get(filePath)
     if (known !== undefined && Option.isSome(key) && known.key === key.value) return known.file
     const bytes = yield* fs.readFile(filePath)
     // Bytes of another size than stat saw mean the file changed in between: the stat
     // key does not describe them, so neither use nor store a memo then.
-    const keyDescribesBytes = BigInt(bytes.length) === info.size
+    const keyDescribesBytes = BigInt(bytes.length) === size
     const memoized = Option.flatMapNullable(key, (k) => hashedFiles.get(k))
     const file: LoadedFile = { bytes, sha256: Option.isSome(memoized) && keyDescribesBytes ? memoized.value : sha256Hex(bytes) }
     if (Option.isSome(key) && keyDescribesBytes) {
@@ -406,14 +416,9 @@ const loadRemote = (...args: Parameters<typeof cacheRemote>) =>
  */
 const hashFile = (asset: string, filePath: string) =>
   Effect.gen(function*() {
-    const fs = yield* FileSystem.FileSystem
-    const info = yield* fs.stat(filePath)
-    if (info.type !== "File") {
-      return yield* new AssetError({ asset, reason: `"${filePath}" is not a file (it is a ${info.type})` })
-    }
-    const key = Option.map(info.mtime, (mtime) => `${filePath}\u0000${info.size}\u0000${mtime.getTime()}`)
+    const { size, key } = yield* statForMemo(asset, filePath)
     const memoized = Option.flatMapNullable(key, (k) => hashedFiles.get(k))
-    if (Option.isSome(memoized)) return { size: Number(info.size), sha256: memoized.value }
+    if (Option.isSome(memoized)) return { size: Number(size), sha256: memoized.value }
     const hashed = yield* Effect.tryPromise({
       try: async () => {
         const file = await open(filePath, "r")
@@ -431,7 +436,7 @@ const hashFile = (asset: string, filePath: string) =>
       },
       catch: (error) => new AssetError({ asset, reason: `cannot read "${filePath}": ${String((error as Error).message ?? error)}` })
     })
-    if (Option.isSome(key) && BigInt(hashed.size) === info.size) hashedFiles.set(key.value, hashed.sha256)
+    if (Option.isSome(key) && BigInt(hashed.size) === size) hashedFiles.set(key.value, hashed.sha256)
     return hashed
   }).pipe(
     Effect.catchTag(
