@@ -8,7 +8,7 @@
 // it is LZ4-compressed (as the bundled one is), which skips the kernel's own decompressor
 // (~12 M emulated instructions). Plain JavaScript: the emulator's worker imports it.
 
-import { decodeLz4Legacy } from "./lz4.mjs"
+import { decodeLz4Legacy, isLz4Legacy } from "./lz4.mjs"
 
 const MULTIBOOT_MAGIC = 0x1badb002
 /** Multiboot header flags: a memory map wanted (bit 1); load address fields present (bit 16). */
@@ -56,9 +56,7 @@ export const unpackKernel = (bzImage) => {
   const payloadAt = header.getUint32(0x248, true)
   const payloadLength = header.getUint32(0x24c, true)
   const payload = protectedMode.subarray(payloadAt, payloadAt + payloadLength)
-  if (payload.byteLength !== payloadLength || payloadLength < 8 || new DataView(payload.buffer, payload.byteOffset).getUint32(0, true) !== 0x184c2102) {
-    return undefined
-  }
+  if (payload.byteLength !== payloadLength || !isLz4Legacy(payload)) return undefined
   // The kernel's build appends the unpacked size (scripts/Makefile.lib, size_append).
   const size = new DataView(payload.buffer, payload.byteOffset + payloadLength - 4).getUint32(0, true)
   if (size > header.getUint32(0x260, true)) throw new Error(`the kernel unpacks to ${size} bytes, over its init_size`)

@@ -5,13 +5,17 @@
 
 const LEGACY_MAGIC = 0x184c2102
 
+/** Whether `bytes` start like a legacy LZ4 frame (its magic number). */
+export const isLz4Legacy = (bytes) =>
+  bytes.byteLength >= 8 && new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(0, true) === LEGACY_MAGIC
+
 /**
  * Decodes `input` (a legacy LZ4 frame, as in a bzImage's payload) into `size` bytes.
  * Throws an Error if the data is not such a frame or does not decode to exactly `size`.
  */
 export const decodeLz4Legacy = (input, size) => {
+  if (!isLz4Legacy(input)) throw new Error("not an LZ4 legacy frame")
   const view = new DataView(input.buffer, input.byteOffset, input.byteLength)
-  if (input.byteLength < 8 || view.getUint32(0, true) !== LEGACY_MAGIC) throw new Error("not an LZ4 legacy frame")
   const output = new Uint8Array(size)
   let inputAt = 4
   let outputAt = 0
