@@ -14,7 +14,7 @@ import { createRequire } from "node:module"
 import { dirname, join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
 import { V86 } from "v86"
-import { bundledRootDisk } from "./rootDisk.ts"
+import { bundledRootDiskPath } from "./rootDisk.ts"
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "../..")
 const assets = join(root, "assets")
@@ -61,7 +61,7 @@ export type BenchMode = "serial-shell" | "virtio-echo"
 export const bootRawMachine = async (mode: BenchMode, timeoutMs = 60_000): Promise<RawMachine> => {
   const manifest: Manifest = JSON.parse(readFileSync(join(assets, "manifest.json"), "utf8"))
   // The root disk ships compressed: this is the disk the SDK unpacks it to.
-  const hda = manifest.files.rootfs === undefined ? undefined : { buffer: await bundledRootDisk() }
+  const hda = manifest.files.rootfs === undefined ? undefined : { buffer: arrayBuffer(await bundledRootDiskPath()) }
   return new Promise((resolveBoot, rejectBoot) => {
     const file = (key: string) => ({ buffer: arrayBuffer(join(assets, manifest.files[key]!.path)) })
     // The typings lack the bus and the extra virtio console ports that v86 has at run time.

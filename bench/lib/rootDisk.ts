@@ -3,7 +3,6 @@
  * brotli-compressed, and the SDK unpacks it once into its assets dir (~/.v86box/disks/).
  */
 import * as Effect from "effect/Effect"
-import { readFileSync } from "node:fs"
 import * as Assets from "../../src/Assets.ts"
 
 /** The unpacked disk's path, unpacking it first if this machine has not yet. */
@@ -11,10 +10,4 @@ export const bundledRootDiskPath = async (): Promise<string> => {
   const resolved = await Effect.runPromise(Assets.resolveNode())
   if (resolved.rootfs === undefined) throw new Error("the bundled image has no root disk")
   return resolved.rootfs.path
-}
-
-/** The unpacked disk's bytes, as v86's `hda` option takes them. */
-export const bundledRootDisk = async (): Promise<ArrayBuffer> => {
-  const bytes = readFileSync(await bundledRootDiskPath())
-  return bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer
 }
