@@ -32,7 +32,7 @@ import { fileURLToPath } from "node:url"
 import { parseArgs } from "node:util"
 import { V86 } from "v86"
 import { directBoot } from "../src/internal/directBoot.mjs"
-import { FileDisk } from "../src/internal/fileDisk.mjs"
+import { FileDisk, insertAsFirstDisk } from "../src/internal/fileDisk.mjs"
 import { bundledRootDiskPath } from "./lib/rootDisk.ts"
 import { compileGuestCodeSynchronously } from "../src/internal/syncJit.mjs"
 
@@ -157,7 +157,7 @@ const bootOnce = (cmdline: string): Promise<BootResult> =>
     // As the SDK's worker does (src/internal/v86Worker.mjs), before the first instruction.
     emulator.add_listener("emulator-loaded", () => {
       const cpu = (emulator as unknown as { v86: { cpu: any } }).v86.cpu
-      if (images.hda) cpu.devices.ide.primary.master.buffer = new FileDisk(images.hda.path, images.hda.byteLength)
+      if (images.hda) insertAsFirstDisk(cpu, new FileDisk(images.hda.path, images.hda.byteLength))
       if (!opt["async-jit"]) compileGuestCodeSynchronously(cpu)
       direct?.prepare(cpu)
       emulator.run()

@@ -107,3 +107,12 @@ export class FileDisk {
     this.fd = -1
   }
 }
+
+/**
+ * Puts `disk` in the loaded machine's first IDE drive (v86's primary master), in place
+ * of the disk v86 was made with: an ArrayBuffer of the same size, untouched, so it
+ * costs no RAM. Call it before the first instruction and before restoring a state.
+ */
+export const insertAsFirstDisk = (cpu, disk) => {
+  cpu.devices.ide.primary.master.buffer = disk
+}

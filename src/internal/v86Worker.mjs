@@ -30,7 +30,7 @@ import { runInNewContext } from "node:vm"
 import { parentPort } from "node:worker_threads"
 import V86 from "v86"
 import { directBoot } from "./directBoot.mjs"
-import { FileDisk } from "./fileDisk.mjs"
+import { FileDisk, insertAsFirstDisk } from "./fileDisk.mjs"
 import { compileGuestCodeSynchronously } from "./syncJit.mjs"
 
 const port = parentPort
@@ -195,7 +195,7 @@ const boot = (config) => {
   emulator = new V86(options)
   emulator.add_listener("emulator-loaded", () => {
     const cpu = emulator.v86.cpu
-    if (rootDisk !== undefined) cpu.devices.ide.primary.master.buffer = rootDisk
+    if (rootDisk !== undefined) insertAsFirstDisk(cpu, rootDisk)
     compileGuestCodeSynchronously(cpu)
     // A saved state is restored by `resume` once v86 has loaded, not as `initial_state`.
     if (state !== undefined) return void resume(state)
