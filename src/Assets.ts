@@ -274,7 +274,7 @@ export const download = (
     const path = yield* Path.Path
     const assetsDir = path.resolve(options.assetsDir ?? internal.defaultAssetsDir())
     const cached = yield* internal.cacheRemote(asset, source, assetsDir, options.onProgress)
-    return { path: cached.path, size: cached.bytes.length, downloaded: cached.downloaded }
+    return { path: cached.path, size: cached.size, downloaded: cached.downloaded }
   })
 
 /**

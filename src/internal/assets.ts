@@ -337,7 +337,8 @@ export const defaultAssetsDir = (): string => join(homedir(), ".v86box")
 
 /**
  * A `{ url, sha256 }` asset: from the cache when its hash matches, else downloaded into
- * it. `downloaded` tells which.
+ * it. `downloaded` tells which. Gives the cached file, not its bytes: a root disk is
+ * read by the machine as the guest asks.
  */
 export const cacheRemote = (
   asset: Assets.AssetName,
@@ -361,15 +362,19 @@ export const cacheRemote = (
       new AssetError({ asset, reason: `cannot use the cache dir "${cacheDir}": ${platformReason(error)}` })
 
     if (yield* fs.exists(cachePath).pipe(Effect.mapError(cacheError))) {
-      const cached = yield* readHashed(asset, cachePath)
-      if (cached.sha256 === expected) return { ...cached, path: cachePath, downloaded: false }
+      const cached = yield* hashFile(asset, cachePath)
+      if (cached.sha256 === expected) return { path: cachePath, size: cached.size, sha256: expected, downloaded: false }
       // Damaged outside our control (we only ever rename verified files in): fetch it again.
       yield* fs.remove(cachePath, { force: true }).pipe(Effect.mapError(cacheError))
     }
     yield* fs.makeDirectory(cacheDir, { recursive: true }).pipe(Effect.mapError(cacheError))
     yield* download(asset, source.url, expected, cachePath, onProgress)
-    const bytes = yield* fs.readFile(cachePath).pipe(Effect.mapError(cacheError))
-    return { bytes, sha256: expected, path: cachePath, downloaded: true }
+    // Hashed while it streamed in: the memo spares the next reader another pass.
+    const { size, key } = yield* statForMemo(asset, cachePath).pipe(
+      Effect.catchTag("SystemError", "BadArgument", (error) => Effect.fail(cacheError(error)))
+    )
+    if (Option.isSome(key)) hashedFiles.set(key.value, expected)
+    return { path: cachePath, size: Number(size), sha256: expected, downloaded: true }
   })
 
 /**
@@ -404,7 +409,7 @@ export const verifyCache = (assetsDir: string = defaultAssetsDir()) =>
   })
 
 const loadRemote = (...args: Parameters<typeof cacheRemote>) =>
-  Effect.map(cacheRemote(...args), ({ bytes, sha256 }): LoadedFile => ({ bytes, sha256 }))
+  Effect.flatMap(cacheRemote(...args), ({ path }) => readHashed(args[0], path))
 
 // ---------------------------------------------------------------------------
 // The root disk
@@ -521,7 +526,7 @@ const loadRootDisk = (
     if (typeof source === "string") return yield* diskAt(path.resolve(source))
     if (source !== undefined) {
       const cached = yield* cacheRemote("rootfs", source, assetsDir, options.onProgress)
-      return { path: cached.path, byteLength: cached.bytes.length, sha256: cached.sha256 } satisfies Assets.RootDisk
+      return { path: cached.path, byteLength: cached.size, sha256: cached.sha256 } satisfies Assets.RootDisk
     }
     const entry = manifest.files.rootfs
     if (entry === undefined) return yield* new AssetError({ asset: "rootfs", reason: "the bundled manifest has no such file" })
