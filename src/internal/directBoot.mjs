@@ -25,7 +25,7 @@ const COMMAND_LINE_ROOM = 0x2000
 const KERNEL_BASE = 0x100000
 const LOW_MEMORY_END = 0x9f000
 
-/** The bzImage's protected-mode code (the kernel's decompressor and its payload). Throws if it is not a bzImage we can boot. */
+/** The bzImage checked, its bytes and header, and its protected-mode code (the kernel's decompressor and payload). Throws if it is not a bzImage we can boot. */
 const protectedModeCode = (bzImage) => {
   const kernel = new Uint8Array(bzImage)
   const header = new DataView(kernel.buffer, kernel.byteOffset, kernel.byteLength)
@@ -38,7 +38,7 @@ const protectedModeCode = (bzImage) => {
   }
   if ((kernel[0x211] & 1) === 0) throw new Error("the kernel is not a bzImage (it does not load high)")
   const setupSectors = kernel[0x1f1] || 4
-  return { kernel, header, protectedMode: kernel.subarray((setupSectors + 1) * 512) }
+  return { bytes: kernel, header, protectedMode: kernel.subarray((setupSectors + 1) * 512) }
 }
 
 const ELF_MAGIC = 0x464c457f
@@ -95,7 +95,7 @@ export const unpackKernel = (bzImage) => {
  * it cannot boot this way.
  */
 export const directBootImage = (bzImage, cmdline, memoryBytes, initrd, kernel) => {
-  const { header, protectedMode } = protectedModeCode(bzImage)
+  const { bytes, header, protectedMode } = protectedModeCode(bzImage)
   if (unpackedKernelEnd(header) > memoryBytes) {
     throw new Error(`the kernel needs ${unpackedKernelEnd(header)} bytes of RAM to unpack, the guest has ${memoryBytes}`)
   }
@@ -128,7 +128,6 @@ export const directBootImage = (bzImage, cmdline, memoryBytes, initrd, kernel) =
 
   // boot_params ("the zero page"): the kernel's setup header, filled in as a boot loader does.
   const params = BOOT_PARAMS - IMAGE_BASE
-  const bytes = new Uint8Array(bzImage)
   image.set(bytes.subarray(0x1f1, 0x202 + bytes[0x201]), params + 0x1f1)
   image[params + 0x210] = 0xff // type_of_loader: "undefined"
   view.setUint32(params + 0x218, initrd?.address ?? 0, true) // ramdisk_image
