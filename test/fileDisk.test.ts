@@ -37,6 +37,21 @@ describe("FileDisk", () => {
     disk.close()
   })
 
+  it("answers v86's other reads (given as the disk itself): the first sector before a boot, the partition table", () => {
+    const disk = new FileDisk(path, SIZE)
+    write(disk, 0, Uint8Array.of(0x55, 0xaa))
+    const expected = Uint8Array.of(0x55, 0xaa, ...original.subarray(2, 512))
+    expect(disk.get_from_cache(0, 512)).toEqual(expected)
+    let cached: Uint8Array | undefined
+    disk.get_and_cache(0, 512, (bytes: Uint8Array) => (cached = bytes))
+    expect(cached).toEqual(expected)
+    let loaded = false
+    disk.onload = () => (loaded = true)
+    disk.load()
+    expect(loaded).toBe(true)
+    disk.close()
+  })
+
   it("keeps writes in this disk: the file and another disk on it are unchanged", () => {
     const disk = new FileDisk(path, SIZE)
     const other = new FileDisk(path, SIZE)

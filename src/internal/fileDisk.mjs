@@ -12,7 +12,8 @@ const SECTOR = 512
 
 /**
  * A disk of `byteLength` bytes backed by the file at `path` (opened now, read-only), with
- * the interface of v86's disk buffers (src/buffer.js): get, set, get_state, set_state.
+ * the interface of v86's disk buffers (src/buffer.js): load, get, get_and_cache,
+ * get_from_cache, set, get_state, set_state. Give it to v86 as the disk itself (`hda: disk`).
  * Throws if the file cannot be opened or is shorter than the disk.
  */
 export class FileDisk {
@@ -45,6 +46,19 @@ export class FileDisk {
     }
     if (this.written.size > 0) this.overlay(start, bytes)
     fn(bytes)
+  }
+
+  /** v86 reads the first sector this way before a boot (for its asynchronous disks, to
+   * have it in memory): a file disk reads it as it reads any. */
+  get_and_cache(start, length, fn) {
+    this.get(start, length, fn)
+  }
+
+  /** The bytes at `start`, returned (v86 reads the partition table this way). */
+  get_from_cache(start, length) {
+    let bytes
+    this.get(start, length, (read) => (bytes = read))
+    return bytes
   }
 
   /** Copies the sectors this sandbox wrote over `bytes`, read from `start`. */
@@ -106,13 +120,4 @@ export class FileDisk {
     if (this.fd !== -1) closeSync(this.fd)
     this.fd = -1
   }
-}
-
-/**
- * Puts `disk` in the loaded machine's first IDE drive (v86's primary master), in place
- * of the disk v86 was made with: an ArrayBuffer of the same size, untouched, so it
- * costs no RAM. Call it before the first instruction and before restoring a state.
- */
-export const insertAsFirstDisk = (cpu, disk) => {
-  cpu.devices.ide.primary.master.buffer = disk
 }

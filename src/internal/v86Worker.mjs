@@ -30,7 +30,8 @@ import { runInNewContext } from "node:vm"
 import { parentPort } from "node:worker_threads"
 import V86 from "v86"
 import { directBoot } from "./directBoot.mjs"
-import { FileDisk, insertAsFirstDisk } from "./fileDisk.mjs"
+import { FileDisk } from "./fileDisk.mjs"
+import { deviceOptions, removeCdromDrive } from "./machineDevices.mjs"
 import { compileGuestCodeSynchronously } from "./syncJit.mjs"
 
 const port = parentPort
@@ -149,6 +150,7 @@ const boot = (config) => {
     disable_keyboard: true,
     disable_mouse: true,
     disable_speaker: true,
+    ...deviceOptions,
     // Always present, mounted or not: a saved state and the machine resuming it must have
     // the same devices. The caller's file server answers (src/internal/fileServer.ts).
     filesystem: {
@@ -161,15 +163,14 @@ const boot = (config) => {
     }
   }
   // The root disk is needed after a restore too: the kernel reads it lazily. v86 takes
-  // a disk as an ArrayBuffer: it gets one of the disk's size made of untouched (zero)
-  // pages, which costs no RAM, and the file-backed disk replaces it once loaded.
+  // any object with get/set/load as a disk.
   if (config.rootfs !== undefined) {
     try {
       rootDisk = new FileDisk(config.rootfs.path, config.rootfs.byteLength)
     } catch (error) {
       return void port.postMessage({ _tag: "failed", message: `the root disk: ${error.message}` })
     }
-    options.hda = { buffer: new ArrayBuffer(config.rootfs.byteLength) }
+    options.hda = rootDisk
   }
   const state = config.initialState === undefined ? undefined : arrayBufferOf(config.initialState)
   if (config.firmware === "seabios") {
@@ -195,7 +196,7 @@ const boot = (config) => {
   emulator = new V86(options)
   emulator.add_listener("emulator-loaded", () => {
     const cpu = emulator.v86.cpu
-    if (rootDisk !== undefined) insertAsFirstDisk(cpu, rootDisk)
+    removeCdromDrive(cpu)
     compileGuestCodeSynchronously(cpu)
     // A saved state is restored by `resume` once v86 has loaded, not as `initial_state`.
     if (state !== undefined) return void resume(state)
