@@ -261,6 +261,26 @@ layer(Assets.layerNode)("Assets", (it) => {
         assert.include(error.message, "assetsDir")
       }))
 
+    it.scoped("unpacking a new image's disk removes other images' disks not used in the last hour, and nothing else", () =>
+      Effect.gen(function*() {
+        const fs = yield* FileSystem.FileSystem
+        const fixture = yield* withRootDisk
+        const disks = `${fixture.assetsDir}/disks`
+        yield* fs.makeDirectory(disks, { recursive: true })
+        const twoHoursAgo = new Date(Date.now() - 2 * 3600_000)
+        const threeHoursAgo = new Date(Date.now() - 3 * 3600_000)
+        // An older image's disk, one used a minute ago, a leftover of an interrupted unpack, a file not ours.
+        const stale = `${"a".repeat(64)}`, recent = `${"b".repeat(64)}`, leftover = `${"c".repeat(64)}.0011aabb.partial`
+        for (const name of [stale, recent, leftover, "notes.txt"]) yield* fs.writeFileString(`${disks}/${name}`, name)
+        for (const name of [stale, leftover, "notes.txt"]) yield* fs.utimes(`${disks}/${name}`, threeHoursAgo, threeHoursAgo)
+        yield* fs.utimes(`${disks}/${recent}`, new Date(Date.now() - 60_000), twoHoursAgo)
+        yield* internal.resolve({ assetsDir: fixture.assetsDir }, fixture.imageDir)
+        assert.deepStrictEqual(
+          [...(yield* fs.readDirectory(disks))].sort(),
+          [sha256(fixture.disk), recent, "notes.txt"].sort()
+        )
+      }))
+
     it.scoped("a path source is used where it is, unpacked already", () =>
       Effect.gen(function*() {
         const fs = yield* FileSystem.FileSystem

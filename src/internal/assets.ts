@@ -18,6 +18,7 @@ import { promisify } from "node:util"
 import { brotliDecompress } from "node:zlib"
 import type * as Assets from "../Assets.ts"
 import { AssetError } from "../Errors.ts"
+import * as CacheFiles from "./cacheFiles.ts"
 
 /**
  * The package root is the nearest dir above this module with a `package.json`: that
@@ -486,7 +487,7 @@ const bundledRootDisk = (dir: string, entry: ManifestFileEntry, assetsDir: strin
       })
     if (yield* fs.exists(diskPath).pipe(Effect.mapError(dirError))) {
       const existing = yield* Effect.either(diskAt(diskPath, unpacked))
-      if (existing._tag === "Right") return existing.right
+      if (existing._tag === "Right") return yield* Effect.as(CacheFiles.markUsed(diskPath), existing.right)
       yield* Effect.logWarning(`v86box: unpacking the root disk again: ${existing.left.reason}`)
       yield* fs.remove(diskPath, { force: true }).pipe(Effect.mapError(dirError))
     }
@@ -510,8 +511,16 @@ const bundledRootDisk = (dir: string, entry: ManifestFileEntry, assetsDir: strin
       (tempPath) => Effect.zipRight(fs.writeFile(tempPath, bytes), fs.rename(tempPath, diskPath)),
       (tempPath) => Effect.ignore(fs.remove(tempPath, { force: true }))
     ).pipe(Effect.mapError(dirError))
+    // Disks of other images (an upgrade, another image build) are not read again.
+    yield* CacheFiles.prune(disksDir, { names: UNPACKED_DISK_NAME, keep: DISKS_KEPT, except: diskPath })
     return yield* diskAt(diskPath, unpacked)
   })
+
+/** The names bundledRootDisk gives unpacked disks, and its leftovers of them. */
+const UNPACKED_DISK_NAME = /^[0-9a-f]{64}(\..+\.partial)?$/
+
+/** Disks kept in `assetsDir/disks` however long unused: the one just unpacked and one more. */
+const DISKS_KEPT = 2
 
 /** The root disk from where `source` says (a path or a download), or the bundled one. */
 const loadRootDisk = (

@@ -137,7 +137,7 @@ export const make = (
         yield* makeService(client, decoded, { agentVersion: agent.agent, bootMillis: 0, startedFrom: "boot" }, snapshotOf(client, agent.agent, undefined))
           .exec(warmUpCommand).pipe(Effect.ignore)
         // Saved before INIT: every sandbox resumed from it gets its own time and entropy.
-        yield* saveState(live, statePath, agent.agent, origin)
+        yield* saveState(live, statePath, decoded.stateFile === undefined, agent.agent, origin)
       }
       return yield* serve(client, decoded, startedAt, guestInit, agent.agent, origin, "boot")
     })
@@ -326,9 +326,9 @@ const snapshotOf = (client: AgentClient, agent: string, origin: StateFile.StateO
     return { _tag: "Snapshot", bytes, path } as const
   })
 
-const saveState = (machine: Machine, path: string, agent: string, origin: StateFile.StateOrigin) =>
+const saveState = (machine: Machine, path: string, inStatesDir: boolean, agent: string, origin: StateFile.StateOrigin) =>
   machine.saveState.pipe(
-    Effect.flatMap((state) => WarmStart.write(path, { agent, origin, state })),
+    Effect.flatMap((state) => WarmStart.write(path, { agent, origin, state }, inStatesDir)),
     Effect.catchAll((error) => Effect.logWarning(`v86box: could not save the booted state to ${path}: ${error.message}`))
   )
 

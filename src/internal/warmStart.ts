@@ -12,7 +12,8 @@ import * as Option from "effect/Option"
 import { createHash } from "node:crypto"
 import { rm } from "node:fs/promises"
 import { homedir } from "node:os"
-import { join } from "node:path"
+import { dirname, join } from "node:path"
+import * as CacheFiles from "./cacheFiles.ts"
 import type { Firmware } from "../Options.ts"
 import { PROTOCOL_VERSION } from "./protocol.ts"
 import * as StateFile from "./stateFile.ts"
@@ -32,11 +33,31 @@ export const defaultStatePath = (key: StateKey, assetsDir: string | undefined): 
   return join(assetsDir ?? join(homedir(), ".v86box"), "states", `${id}.v86state`)
 }
 
+/** The names defaultStatePath gives, and StateFile.write's leftovers of them. */
+const DEFAULT_STATE_NAME = /^[0-9a-f]{32}\.v86state(\..+\.partial)?$/
+
+/** States kept in `assetsDir/states` however long unused: the one just written and three more. */
+const STATES_KEPT = 4
+
 /** The saved state, if the file exists and is one of ours; anything unreadable counts as none. */
 export const read = (path: string): Effect.Effect<Option.Option<StateFile.SavedState>> =>
-  StateFile.read(path).pipe(Effect.option)
+  StateFile.read(path).pipe(
+    Effect.option,
+    Effect.tap((saved) => Option.isSome(saved) ? CacheFiles.markUsed(path) : Effect.void)
+  )
 
-export const write = (path: string, saved: StateFile.SavedState): Effect.Effect<void, Error> =>
-  StateFile.write(path, StateFile.encode(saved))
+/**
+ * Writes the state. In the SDK's own dir (`assetsDir/states`: `inStatesDir`, the default
+ * path) it then makes room: states not used lately go (see cacheFiles.ts). The dir of a
+ * `stateFile` of the caller's choosing is never pruned.
+ */
+export const write = (path: string, saved: StateFile.SavedState, inStatesDir: boolean): Effect.Effect<void, Error> =>
+  StateFile.write(path, StateFile.encode(saved)).pipe(
+    Effect.zipRight(
+      inStatesDir
+        ? CacheFiles.prune(dirname(path), { names: DEFAULT_STATE_NAME, keep: STATES_KEPT, except: path })
+        : Effect.void
+    )
+  )
 
 export const remove = (path: string): Effect.Effect<void> => Effect.promise(() => rm(path, { force: true }))
