@@ -19,7 +19,11 @@ import { join } from "node:path"
 /** Files used this recently are never removed. */
 export const RECENT_USE_MILLIS = 60 * 60 * 1000
 
-/** Records that the file at `path` was used now (its access time); errors are ignored. */
+/**
+ * Records that the file at `path` was used now (its access time); errors are ignored.
+ * Node sets both times at once: the modification time is set again to what it was, to
+ * the millisecond (finer digits are lost; the memos and standby.ts compare milliseconds).
+ */
 export const markUsed = (path: string): Effect.Effect<void> =>
   Effect.promise(async () => {
     try {
