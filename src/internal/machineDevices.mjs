@@ -1,8 +1,8 @@
 // The machine's devices: fewer than v86 builds by default. The guest kernel probes every
 // device it finds while it boots, and probing costs emulated instructions and I/O port
 // round trips into JavaScript: v86's network card and its empty CD-ROM drive cost the
-// boot ~0.8 M instructions (of ~18 M) and are of no use to a sandbox without a network
-// or a CD. Plain JavaScript: the emulator's worker imports it.
+// boot ~0.9 M emulated instructions (of 17.8 M then) and are of no use to a sandbox
+// without a network or a CD. Plain JavaScript: the emulator's worker imports it.
 
 /** Options for `new V86(...)`: no network card (v86 adds an NE2000 unless told). */
 export const deviceOptions = {
