@@ -5,7 +5,8 @@
  * without pruning they pile up (a developer machine had 669 MB of states).
  *
  * A file's last use is its access time, set by the SDK whenever it resumes a state or
- * opens a disk (the modification time is left alone: the asset memos key on it). When
+ * opens a disk (the modification time is kept, to the millisecond: the asset memos and
+ * the standby key on it). When
  * the SDK adds a file to such a dir, it removes the files there that were not used in
  * the last hour, except the `keep` used most recently, and leftovers of interrupted
  * writes (`*.partial`). The hour protects a process that has just picked a file and
@@ -17,7 +18,7 @@ import { readdir, rm, stat, utimes } from "node:fs/promises"
 import { join } from "node:path"
 
 /** Files used this recently are never removed. */
-export const RECENT_USE_MILLIS = 60 * 60 * 1000
+const RECENT_USE_MILLIS = 60 * 60 * 1000
 
 /**
  * Records that the file at `path` was used now (its access time); errors are ignored.
@@ -41,18 +42,16 @@ export interface PruneOptions {
   readonly keep: number
   /** Never removed (the file just written). */
   readonly except: string
-  /** For tests: the time now. */
-  readonly now?: number
 }
 
 /**
  * Removes the files of `dir` named like `names` not used in the last hour, but the `keep`
- * most recently used and `except`; returns the names removed. Logs what it removed; never fails (a file
- * another process removed first, an unreadable dir: nothing to do).
+ * most recently used and `except`; returns the names removed. Never fails (a file another
+ * process removed first, an unreadable dir: nothing to do).
  */
 export const prune = (dir: string, options: PruneOptions): Effect.Effect<ReadonlyArray<string>> =>
   Effect.promise(async () => {
-    const now = options.now ?? Date.now()
+    const now = Date.now()
     let names: Array<string>
     try {
       names = await readdir(dir)
