@@ -261,7 +261,7 @@ layer(Assets.layerNode)("Assets", (it) => {
         assert.include(error.message, "assetsDir")
       }))
 
-    it.scoped("unpacking a new image's disk removes other images' disks not used in the last hour, and nothing else", () =>
+    it.scoped("unpacking a new image's disk removes older disks but the newest, none written within the hour, nothing else", () =>
       Effect.gen(function*() {
         const fs = yield* FileSystem.FileSystem
         const fixture = yield* withRootDisk
@@ -269,11 +269,14 @@ layer(Assets.layerNode)("Assets", (it) => {
         yield* fs.makeDirectory(disks, { recursive: true })
         const twoHoursAgo = new Date(Date.now() - 2 * 3600_000)
         const threeHoursAgo = new Date(Date.now() - 3 * 3600_000)
-        // An older image's disk, one used a minute ago, a leftover of an interrupted unpack, a file not ours.
-        const stale = `${"a".repeat(64)}`, recent = `${"b".repeat(64)}`, leftover = `${"c".repeat(64)}.0011aabb.partial`
-        for (const name of [stale, recent, leftover, "notes.txt"]) yield* fs.writeFileString(`${disks}/${name}`, name)
+        // Older images' disks (two and three hours old), one written a minute ago, a
+        // leftover of an interrupted unpack, a file not ours.
+        const stale = `${"a".repeat(64)}`, newer = `${"b".repeat(64)}`, recent = `${"d".repeat(64)}`
+        const leftover = `${"c".repeat(64)}.0011aabb.partial`
+        for (const name of [stale, newer, recent, leftover, "notes.txt"]) yield* fs.writeFileString(`${disks}/${name}`, name)
         for (const name of [stale, leftover, "notes.txt"]) yield* fs.utimes(`${disks}/${name}`, threeHoursAgo, threeHoursAgo)
-        yield* fs.utimes(`${disks}/${recent}`, new Date(Date.now() - 60_000), twoHoursAgo)
+        yield* fs.utimes(`${disks}/${newer}`, twoHoursAgo, twoHoursAgo)
+        yield* fs.utimes(`${disks}/${recent}`, new Date(Date.now() - 60_000), new Date(Date.now() - 60_000))
         yield* internal.resolve({ assetsDir: fixture.assetsDir }, fixture.imageDir)
         assert.deepStrictEqual(
           [...(yield* fs.readDirectory(disks))].sort(),

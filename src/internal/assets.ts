@@ -487,7 +487,7 @@ const bundledRootDisk = (dir: string, entry: ManifestFileEntry, assetsDir: strin
       })
     if (yield* fs.exists(diskPath).pipe(Effect.mapError(dirError))) {
       const existing = yield* Effect.either(diskAt(diskPath, unpacked))
-      if (existing._tag === "Right") return yield* Effect.as(CacheFiles.markUsed(diskPath), existing.right)
+      if (existing._tag === "Right") return existing.right
       yield* Effect.logWarning(`v86box: unpacking the root disk again: ${existing.left.reason}`)
       yield* fs.remove(diskPath, { force: true }).pipe(Effect.mapError(dirError))
     }
@@ -519,7 +519,7 @@ const bundledRootDisk = (dir: string, entry: ManifestFileEntry, assetsDir: strin
 /** The names bundledRootDisk gives unpacked disks, and its leftovers of them. */
 const UNPACKED_DISK_NAME = /^[0-9a-f]{64}(\..+\.partial)?$/
 
-/** Disks kept in `assetsDir/disks` however long unused: the one just unpacked and one more. */
+/** Disks kept in `assetsDir/disks` however old: the one just unpacked and the newest other. */
 const DISKS_KEPT = 2
 
 /** The root disk from where `source` says (a path or a download), or the bundled one. */

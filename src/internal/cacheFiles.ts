@@ -4,49 +4,34 @@
  * memory size or v86 version writes new ones and never reads the old ones again, so
  * without pruning they pile up (a developer machine had 669 MB of states).
  *
- * A file's last use is its access time, set by the SDK whenever it resumes a state or
- * opens a disk (the modification time is kept, to the millisecond: the asset memos and
- * the standby key on it). When
- * the SDK adds a file to such a dir, it removes the files there that were not used in
- * the last hour, except the `keep` used most recently, and leftovers of interrupted
- * writes (`*.partial`). The hour protects a process that has just picked a file and
- * not yet opened it; a file already open stays readable after removal (POSIX), and a
- * removed state or disk is only rebuilt (a cold boot, an unpack) when asked for again.
+ * When the SDK adds a file to such a dir, it removes the files there written more than
+ * an hour ago, except the `keep` newest, and leftovers of interrupted writes
+ * (`*.partial`). A file's age is its modification time: the SDK writes these files once
+ * and never touches them again (their times are how the asset memos and the standby
+ * tell versions apart, and Node cannot set an access time alone). So a state or disk
+ * still in use can go once `keep` newer ones exist: a process that has it open still
+ * reads it (POSIX), and the next sandbox that asks for it rebuilds it (a cold boot, an
+ * unpack). The hour protects a process that has just picked a file, not yet opened.
  */
 import * as Effect from "effect/Effect"
-import { readdir, rm, stat, utimes } from "node:fs/promises"
+import { readdir, rm, stat } from "node:fs/promises"
 import { join } from "node:path"
 
-/** Files used this recently are never removed. */
-const RECENT_USE_MILLIS = 60 * 60 * 1000
-
-/**
- * Records that the file at `path` was used now (its access time); errors are ignored.
- * Node sets both times at once: the modification time is set again to what it was, to
- * the millisecond (finer digits are lost; the memos and standby.ts compare milliseconds).
- */
-export const markUsed = (path: string): Effect.Effect<void> =>
-  Effect.promise(async () => {
-    try {
-      const { mtime } = await stat(path)
-      await utimes(path, new Date(), mtime)
-    } catch {
-      // A file that cannot be touched is only pruned sooner.
-    }
-  })
+/** Files this young are never removed. */
+const RECENT_MILLIS = 60 * 60 * 1000
 
 export interface PruneOptions {
   /** The names of the SDK's files (and their `.partial` leftovers): nothing else is touched. */
   readonly names: RegExp
-  /** How many of the most recently used files stay, however old. */
+  /** How many of the newest files stay, however old. */
   readonly keep: number
   /** Never removed (the file just written). */
   readonly except: string
 }
 
 /**
- * Removes the files of `dir` named like `names` not used in the last hour, but the `keep`
- * most recently used and `except`; returns the names removed. Never fails (a file another
+ * Removes the files of `dir` named like `names` written more than an hour ago, but the
+ * `keep` newest and `except`; returns the names removed. Never fails (a file another
  * process removed first, an unreadable dir: nothing to do).
  */
 export const prune = (dir: string, options: PruneOptions): Effect.Effect<ReadonlyArray<string>> =>
@@ -58,24 +43,24 @@ export const prune = (dir: string, options: PruneOptions): Effect.Effect<Readonl
     } catch {
       return []
     }
-    const files: Array<{ name: string; path: string; lastUse: number; partial: boolean }> = []
+    const files: Array<{ name: string; path: string; written: number; partial: boolean }> = []
     for (const name of names) {
       const path = join(dir, name)
       if (path === options.except || !options.names.test(name)) continue
       try {
         const info = await stat(path)
         if (!info.isFile()) continue
-        files.push({ name, path, lastUse: Math.max(info.atimeMs, info.mtimeMs), partial: name.endsWith(".partial") })
+        files.push({ name, path, written: info.mtimeMs, partial: name.endsWith(".partial") })
       } catch {
         // Gone already.
       }
     }
-    const complete = files.filter((f) => !f.partial).sort((a, b) => b.lastUse - a.lastUse)
+    const complete = files.filter((f) => !f.partial).sort((a, b) => b.written - a.written)
     // `except` is one of the kept files.
     const candidates = [...complete.slice(Math.max(0, options.keep - 1)), ...files.filter((f) => f.partial)]
     const removed: Array<string> = []
     for (const file of candidates) {
-      if (now - file.lastUse < RECENT_USE_MILLIS) continue
+      if (now - file.written < RECENT_MILLIS) continue
       try {
         await rm(file.path, { force: true })
         removed.push(file.name)

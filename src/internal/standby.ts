@@ -80,16 +80,11 @@ let preparing: { readonly id: string; fiber?: Fiber.RuntimeFiber<void> } | undef
 
 const idOf = (key: StandbyKey) => `${key.statePath}\n${key.imageFingerprint}\n${key.memoryMB}`
 
-/**
- * The state file's identity: a standby made from another version of it does not fit. A
- * new version is a new file (written beside it, then renamed over it): another inode
- * and time. The time counts in whole milliseconds: marking the file used
- * (cacheFiles.markUsed) sets it again, to the millisecond.
- */
+/** The state file's size and time: a standby made from another version of it does not fit. */
 const versionOf = (path: string): string | undefined => {
   try {
     const stat = statSync(path)
-    return `${stat.size}:${stat.ino}:${Math.floor(stat.mtimeMs)}`
+    return `${stat.size}:${stat.mtimeMs}`
   } catch {
     return undefined
   }

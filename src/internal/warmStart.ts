@@ -36,19 +36,16 @@ export const defaultStatePath = (key: StateKey, assetsDir: string | undefined): 
 /** The names defaultStatePath gives, and StateFile.write's leftovers of them. */
 const DEFAULT_STATE_NAME = /^[0-9a-f]{32}\.v86state(\..+\.partial)?$/
 
-/** States kept in `assetsDir/states` however long unused: the one just written and three more. */
+/** States kept in `assetsDir/states` however old: the one just written and the three newest others. */
 const STATES_KEPT = 4
 
 /** The saved state, if the file exists and is one of ours; anything unreadable counts as none. */
 export const read = (path: string): Effect.Effect<Option.Option<StateFile.SavedState>> =>
-  StateFile.read(path).pipe(
-    Effect.option,
-    Effect.tap((saved) => Option.isSome(saved) ? CacheFiles.markUsed(path) : Effect.void)
-  )
+  StateFile.read(path).pipe(Effect.option)
 
 /**
  * Writes the state. In the SDK's own dir (`assetsDir/states`: `inStatesDir`, the default
- * path) it then makes room: states not used lately go (see cacheFiles.ts). The dir of a
+ * path) it then makes room: older states go (see cacheFiles.ts). The dir of a
  * `stateFile` of the caller's choosing is never pruned.
  */
 export const write = (path: string, saved: StateFile.SavedState, inStatesDir: boolean): Effect.Effect<void, Error> =>
