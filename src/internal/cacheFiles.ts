@@ -73,6 +73,6 @@ export const prune = (dir: string, options: PruneOptions): Effect.Effect<Readonl
     Effect.tap((removed) =>
       removed.length === 0
         ? Effect.void
-        : Effect.logDebug(`v86box: removed ${removed.length} unused file(s) from ${dir}: ${removed.join(", ")}`)
+        : Effect.logDebug(`v86box: removed ${removed.length} older file(s) from ${dir}: ${removed.join(", ")}`)
     )
   )
