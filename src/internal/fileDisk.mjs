@@ -13,7 +13,8 @@ const SECTOR = 512
 /**
  * A disk of `byteLength` bytes backed by the file at `path` (opened now, read-only), with
  * the interface of v86's disk buffers (src/buffer.js): load, get, get_and_cache,
- * get_from_cache, set, get_state, set_state. Give it to v86 as the disk itself (`hda: disk`).
+ * get_from_cache, set, get_state, set_state, all over one synchronous `read`. Give it to
+ * v86 as the disk itself (`hda: disk`).
  * Throws if the file cannot be opened or is shorter than the disk.
  */
 export class FileDisk {
@@ -35,8 +36,8 @@ export class FileDisk {
     this.onload?.({})
   }
 
-  /** Calls `fn` with `length` bytes from `start`. */
-  get(start, length, fn) {
+  /** `length` bytes from `start`, as this sandbox sees them (its writes over the file's). */
+  read(start, length) {
     const bytes = new Uint8Array(length)
     let done = 0
     while (done < length) {
@@ -45,20 +46,23 @@ export class FileDisk {
       done += read
     }
     if (this.written.size > 0) this.overlay(start, bytes)
-    fn(bytes)
+    return bytes
+  }
+
+  /** Calls `fn` with `length` bytes from `start`. */
+  get(start, length, fn) {
+    fn(this.read(start, length))
   }
 
   /** v86 reads the first sector this way before a boot (for its asynchronous disks, to
    * have it in memory): a file disk reads it as it reads any. */
   get_and_cache(start, length, fn) {
-    this.get(start, length, fn)
+    fn(this.read(start, length))
   }
 
   /** The bytes at `start`, returned (v86 reads the partition table this way). */
   get_from_cache(start, length) {
-    let bytes
-    this.get(start, length, (read) => (bytes = read))
-    return bytes
+    return this.read(start, length)
   }
 
   /** Copies the sectors this sandbox wrote over `bytes`, read from `start`. */
@@ -80,7 +84,7 @@ export class FileDisk {
       let data = this.written.get(sector)
       if (data === undefined) {
         // A partly written sector keeps the rest of its bytes.
-        this.get(sector * SECTOR, SECTOR, (bytes) => (data = bytes))
+        data = this.read(sector * SECTOR, SECTOR)
         this.written.set(sector, data)
       }
       const from = Math.max(start, sector * SECTOR)
