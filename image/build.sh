@@ -111,11 +111,30 @@ install_tools() {
 install_tools
 
 # --- the lock: package version arch sha256 source sourceVersion role ------------------
-# role: rootfs (unpacked into the guest), kernel (linux-source), bios (seabios).
+# role: rootfs (unpacked into the guest), kernel (linux-source), bios (seabios),
+# bash-source (the .dsc of the bash that build_bash builds; sha256 is the .dsc's).
 BUILD_INPUTS=("linux-source-6.1 all kernel" "seabios all bios")
 
 deb_name() { # package version arch -> the file name apt-get download gives it
   local v=${2//:/%3a}; echo "${1}_${v}_${3}.deb"
+}
+
+# download_source package version: the .dsc path (with its .orig and .debian files
+# beside it, in the cache) on stdout. apt-get source needs deb-src lines: a private
+# sources list and lists dir, so the host's apt configuration is left alone.
+download_source() {
+  local dir="$CACHE/src/${1}_$2" lists="$CACHE/src/lists"
+  local dsc; dsc="$dir/${1}_${2#*:}.dsc"
+  if [ ! -f "$dsc" ]; then
+    mkdir -p "$lists/partial" "$dir.tmp"; chown _apt "$dir.tmp" 2>/dev/null || true
+    echo "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm main" > "$CACHE/src/sources.list"
+    local apt_opts=(-o Dir::Etc::SourceList="$CACHE/src/sources.list" -o Dir::Etc::SourceParts=/dev/null -o Dir::State::Lists="$lists")
+    apt-get "${apt_opts[@]}" update -qq >/dev/null 2>&1 || true
+    (cd "$dir.tmp" && apt-get "${apt_opts[@]}" source --download-only -qq "$1=$2" >/dev/null 2>&1) ||
+      die "apt-get source $1=$2 failed (no network, or Debian no longer carries that version). assets/ is unchanged."
+    rm -rf "$dir"; mv "$dir.tmp" "$dir"
+  fi
+  echo "$dsc"
 }
 
 update_lock() {
@@ -144,6 +163,12 @@ update_lock() {
         "$(sha256sum "$f" | cut -d' ' -f1)" "$src" "$srcver" "$role"
       mv "$f" "$CACHE/debs/"
     done
+    # /usr/bin/bash is built from the source package of the bash .deb (see build_bash).
+    local bash_srcver dsc
+    bash_srcver=$(ls "$CACHE"/debs/bash_*_i386.deb | sort -V | tail -1 | xargs dpkg-deb -f | sed -n 's/^Source: bash (\(.*\))$/\1/p')
+    [ -n "$bash_srcver" ] || bash_srcver=$(ls "$CACHE"/debs/bash_*_i386.deb | sort -V | tail -1 | xargs dpkg-deb -f | sed -n 's/^Version: //p')
+    dsc=$(download_source bash "$bash_srcver")
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' bash "$bash_srcver" source "$(sha256sum "$dsc" | cut -d' ' -f1)" bash "$bash_srcver" bash-source
   } > "$WORK/packages.lock"
   mv "$WORK/packages.lock" "$LOCK"
 }
@@ -175,6 +200,11 @@ declare -A DEB
 while read -r pkg ver arch sha src srcver; do
   DEB[$pkg]=$(fetch_deb "$pkg" "$ver" "$arch" "$sha")
 done < <(lock_rows rootfs; if [ "$MODE" = all ]; then lock_rows kernel; lock_rows bios; fi)
+read -r _ BASH_SRC_VERSION _ BASH_DSC_SHA _ _ < <(lock_rows bash-source)
+[ -n "${BASH_DSC_SHA:-}" ] || die "packages.lock has no bash-source row: run image/build.sh --update-lock"
+BASH_DSC=$(download_source bash "$BASH_SRC_VERSION")
+got=$(sha256sum "$BASH_DSC" | cut -d' ' -f1)
+[ "$got" = "$BASH_DSC_SHA" ] || die "checksum mismatch for bash_$BASH_SRC_VERSION.dsc: packages.lock says $BASH_DSC_SHA, the download is $got. assets/ is unchanged."
 
 sha_of() { sha256sum "$1" | cut -d' ' -f1; }
 
@@ -225,6 +255,40 @@ check_kconfig() {
   log "kernel: all $(grep -c '^CONFIG_' "$HERE/kernel.fragment") fragment options verified in .config"
 }
 
+# --- bash, with the fork server ------------------------------------------------------
+# Debian's bash source package (its patches applied by dpkg-source, which checks the
+# .orig and .debian files against the .dsc's sums) plus image/bash/fork-server.patch,
+# built static like Debian's bash-static (same configure options; the bundled termcap
+# instead of libtinfo). Why: image/bash/README.md. Built as a native i686 build, not a
+# cross build: a cross configure cannot run its probes and assumes the worst, e.g. bash's
+# own getcwd, which fails on the guest's overlayfs (readdir's inode numbers differ
+# from stat's).
+build_bash() {
+  local key
+  key=$(cat "$HERE"/bash/*.patch <(echo "$BASH_DSC_SHA $SOURCE_DATE_EPOCH") \
+        <(sed -n '/^build_bash()/,/^}/p' "$0" | grep -v '^ *log ') | sha256sum | cut -c1-16)
+  local bdir="$CACHE/bash/$key"
+  if [ -f "$bdir/bash" ]; then
+    log "bash: cached ($bdir)"
+  else
+    log "bash: building $BASH_SRC_VERSION with the fork server (static i386), ~2 min"
+    rm -rf "$bdir"; mkdir -p "$bdir"
+    local src="$bdir/src" build="$bdir/build"
+    dpkg-source -x "$BASH_DSC" "$src" >/dev/null 2>&1 || die "dpkg-source -x $BASH_DSC failed (corrupt source files?)"
+    local p; for p in "$HERE"/bash/*.patch; do patch -s -d "$src" -p1 < "$p"; done
+    mkdir -p "$build"
+    (cd "$build" && CC="gcc -m32" CFLAGS="-O2 -DV86BOX_FORK_SERVER -ffile-prefix-map=$bdir=." \
+      ../src/configure --build=i686-pc-linux-gnu --host=i686-pc-linux-gnu --enable-largefile --prefix=/usr \
+        --without-bash-malloc --enable-static-link bash_cv_termcap_lib=gnutermcap >"$bdir/build.log" 2>&1 &&
+      make -j"$(nproc)" bash >>"$bdir/build.log" 2>&1) ||
+      { tail -30 "$bdir/build.log" >&2; die "bash build failed (log: $bdir/build.log)"; }
+    strip -o "$bdir/bash" "$build/bash"
+    # (dpkg-source leaves a copy of the .orig tarball beside the tree it unpacked.)
+    rm -rf "$src" "$build" "$bdir"/*.tar.*
+  fi
+  cp "$bdir/bash" "$WORK/bash"
+}
+
 # --- root filesystem -------------------------------------------------------------------
 build_rootfs() {
   local key; key=$(lock_rows rootfs | sha256sum | cut -c1-16)
@@ -242,7 +306,8 @@ build_rootfs() {
   gcc -m32 -static -nostdlib -ffreestanding -fno-stack-protector -fno-asynchronous-unwind-tables \
     -fno-pic -no-pie -Os -s -std=gnu11 -Wall -Wextra -ffile-prefix-map="$HERE"=. \
     -Wl,--build-id=none -o "$WORK/init" "$HERE/init.c"
-  bash "$HERE/rootfs.sh" "$R" "$HERE" "$WORK/init"
+  build_bash
+  bash "$HERE/rootfs.sh" "$R" "$HERE" "$WORK/init" "$WORK/bash"
 
   # The agent (issue #3) becomes PID 1 when present; /init checks for it.
   if [ -f "$HERE/agent/agent.c" ]; then
@@ -327,6 +392,7 @@ build_rootfs
 # --- manifest and licences -------------------------------------------------------------
 log "writing manifest.json and LICENSES.md"
 lock_rows rootfs > "$WORK/rootfs.rows"; lock_rows kernel > "$WORK/kernel.rows"; lock_rows bios > "$WORK/bios.rows"
+lock_rows bash-source > "$WORK/bash-source.rows"
 [ "$WITH_INITRD" = 1 ] && MEMORY_MB=$MEMORY_MB_WITH_INITRD
 node "$HERE/manifest.mjs" "$OUT" "$WORK" "$V86_VERSION" "$AGENT_PROTOCOL" "$MEMORY_MB" "$CMDLINE"
 

@@ -1,6 +1,7 @@
 // Writes manifest.json and LICENSES.md for the image in OUT (called by build.sh).
 // argv: OUT WORK v86Version agentProtocol memoryMB cmdline
-// WORK holds rootfs.rows / kernel.rows / bios.rows: "package version arch sha256 source sourceVersion".
+// WORK holds rootfs.rows / kernel.rows / bios.rows / bash-source.rows:
+// "package version arch sha256 source sourceVersion" (for bash-source, sha256 is the .dsc's).
 import { createHash } from "node:crypto";
 import { readFileSync, writeFileSync, existsSync } from "node:fs";
 import { execFileSync } from "node:child_process";
@@ -15,6 +16,8 @@ const rows = (name) =>
     return { package: pkg, version, arch, debSha256, source, sourceVersion };
   });
 const rootfs = rows("rootfs.rows"), kernel = rows("kernel.rows"), bios = rows("bios.rows");
+// /usr/bin/bash is built from this source package with image/bash/*.patch.
+const bashSource = existsSync(join(work, "bash-source.rows")) ? rows("bash-source.rows") : [];
 
 const uniqSources = (list) => {
   const seen = new Map();
@@ -40,8 +43,9 @@ const hostSource = (pkg) => {
     return { source: src, sourceVersion: ver };
   } catch { return undefined; }
 };
-const initrdSources = [...rootfs];
-if (existsSync(join(work, "v86box-agent"))) {
+const initrdSources = [...rootfs, ...bashSource];
+// bash is built the same way, so its static code comes from the same toolchain.
+if (existsSync(join(work, "v86box-agent")) || bashSource.length > 0) {
   for (const p of ["libc6-dev-i386", "lib32gcc-12-dev"]) {
     const s = hostSource(p);
     if (s) initrdSources.push(s);
@@ -64,10 +68,16 @@ const manifest = {
     bios: file("seabios.bin", uniqSources(bios)),
     vgaBios: file("vgabios.bin", uniqSources(bios)),
   },
-  packages: [...rootfs, ...kernel, ...bios].map((r) => ({
-    package: r.package, version: r.version, arch: r.arch, debSha256: r.debSha256,
-    source: r.source, sourceVersion: r.sourceVersion,
-  })),
+  packages: [
+    ...[...rootfs, ...kernel, ...bios].map((r) => ({
+      package: r.package, version: r.version, arch: r.arch, debSha256: r.debSha256,
+      source: r.source, sourceVersion: r.sourceVersion,
+    })),
+    ...bashSource.map((r) => ({
+      package: r.package, version: r.version, arch: "source", dscSha256: r.debSha256,
+      source: r.source, sourceVersion: r.sourceVersion, builtWith: "image/bash/fork-server.patch",
+    })),
+  ],
   reproducible: true,
   notReproducible: [],
 };
@@ -110,8 +120,9 @@ const lines = [
   `| bzImage | Linux kernel (built with image/kernel.fragment and image/patches/) | ${licence.linux} | linux = ${kernel[0]?.sourceVersion} |`,
   `| seabios.bin, vgabios.bin | SeaBIOS (bios.bin, vgabios-stdvga.bin) | ${licence.seabios} | seabios = ${bios[0]?.sourceVersion} |`,
   "| rootfs.squashfs.br | /init, skeleton files, v86box-agent (this repository, image/) | MIT | (this repository) |",
+  ...bashSource.map((r) => `| rootfs.squashfs.br | /usr/bin/bash: built from the bash source package with image/bash/fork-server.patch (this repository) | ${licence.bash} | bash = ${r.sourceVersion} |`),
   ...(existsSync(join(work, "v86box-agent"))
-    ? ["| rootfs.squashfs.br | glibc and libgcc static code linked into v86box-agent | LGPL-2.1-or-later; GPL-3.0 with GCC Runtime Library Exception | " +
+    ? ["| rootfs.squashfs.br | glibc and libgcc static code linked into v86box-agent and bash | LGPL-2.1-or-later; GPL-3.0 with GCC Runtime Library Exception | " +
         initrdSources.filter((s) => !s.package).map((s) => `${s.source} = ${s.sourceVersion}`).join(", ") + " |"]
     : []),
   ...all.filter((s) => s.package !== "linux" && s.package !== "seabios").map((s) =>

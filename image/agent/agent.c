@@ -28,6 +28,7 @@
 #include <sys/reboot.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <termios.h>
@@ -35,6 +36,10 @@
 #include <unistd.h>
 
 #define AGENT_VERSION "0.2.0"
+/* A test can point the native build at another bash (make agent-native BASH=path). */
+#ifndef BASH_PATH
+#define BASH_PATH "/bin/bash"
+#endif
 #define PROTOCOL_VERSION "1"
 
 #define MAGIC_0 0x56
@@ -96,14 +101,13 @@ struct channel {
 	int64_t drain_deadline; /* monotonic ms: stop waiting for EOF on the pipes after this */
 	bool past_deadline;
 	/*
-	 * Handed to a spare of the shell server (pid) and not yet reported: the command's
-	 * ends of its pipes and its request stay open here until the subshell has opened
-	 * them, and its output is not read yet.
+	 * Sent to the fork server, which has not named the process yet (pid 0): its output
+	 * is not read, and a signal for it waits in pending_signal.
 	 */
 	bool starting;
-	int handoff[4];
+	uint32_t pending_signal;
 	bool discard; /* the start failed and ERROR was sent: free without EXIT */
-	bool cgroup; /* has a cgroup of its own, removed with the channel */
+	uint32_t cgroup; /* its cgroup (0: none), released with the channel */
 };
 
 struct exec_request {
@@ -116,6 +120,7 @@ struct exec_request {
 	bool stdin_pipe;
 	const char **env; /* NAME=value strings, in the order given */
 	size_t env_count;
+	const char *server_padding; /* the fork server's: room for its children's command lines */
 };
 
 /* What a pollfd after the first two is for: a channel's output, or its stdin if output is NULL. */
@@ -216,10 +221,11 @@ static unsigned long mem_total_kb(void)
  * command that allocates without end makes the kernel evict every program page it
  * can, and the whole guest crawls re-reading them for minutes before the OOM killer
  * acts; with it the OOM killer picks the biggest command process at once, while the
- * agent, the shell server and their page cache still have room. Memory accounting costs
+ * agent, the fork server and their page cache still have room. Memory accounting costs
  * ~10 % more emulated instructions per back-to-back command (measured); the controller
  * stops at that one group, as a memory group per command also cost ~7 % more on the
- * spare path, for a cap nobody asked for. Without cgroups commands just run uncapped.
+ * forked path (measured with the fork server's predecessor), for a cap nobody asked
+ * for. Without cgroups commands just run uncapped.
  */
 static void setup_cgroups(void)
 {
@@ -239,7 +245,7 @@ static void setup_cgroups(void)
 		warn("mkdir " COMMANDS_CGROUP ": %s", strerror(errno));
 		return;
 	}
-	/* Room left for the kernel, the agent, the shell server and the page cache of the
+	/* Room left for the kernel, the agent, the fork server and the page cache of the
 	 * programs they run: 12 MiB plus an eighth of RAM. */
 	unsigned long total = mem_total_kb(), reserve = 12 * 1024 + total / 8;
 	char limit[24];
@@ -259,18 +265,52 @@ static void command_cgroup_path(uint32_t id, char *path, size_t size, const char
 	snprintf(path, size, COMMANDS_CGROUP "/command-%u%s%s", id, file ? "/" : "", file ? file : "");
 }
 
-/* Makes the command's cgroup; false (and it runs uncapped) if that fails. */
-static bool make_command_cgroup(uint32_t id)
+/*
+ * Command cgroups are reused. Making one (a directory of ~25 kernfs files, the cpu
+ * controller's scheduler entities) and removing it cost ~0.4 M emulated instructions, 40 %
+ * of a whole forked `true` (measured: 1.01 -> 0.59 M instructions without cgroups). A
+ * group left empty goes back to a short free list; one an escaped process still holds
+ * is removed instead (rmdir fails while it lives, and it keeps its cap, as before).
+ */
+#define FREE_CGROUPS_MAX 8
+static uint32_t free_cgroups[FREE_CGROUPS_MAX];
+static size_t free_cgroup_count;
+static uint32_t cgroups_made;
+
+/* A cgroup for a command (numbered from 1), or 0 and it runs uncapped. */
+static uint32_t take_command_cgroup(void)
 {
 	char path[96], limit[16];
 	if (!use_cgroups)
-		return false;
+		return 0;
+	if (free_cgroup_count > 0)
+		return free_cgroups[--free_cgroup_count];
+	uint32_t id = ++cgroups_made;
 	command_cgroup_path(id, path, sizeof path, NULL);
 	if (mkdir(path, 0755) < 0 && errno != EEXIST)
-		return false;
+		return 0;
 	command_cgroup_path(id, path, sizeof path, "pids.max");
 	snprintf(limit, sizeof limit, "%d", COMMAND_PIDS_MAX);
-	return write_text(path, limit) == 0;
+	if (write_text(path, limit) == 0)
+		return id;
+	rmdir(path);
+	return 0;
+}
+
+/* True when no process is left in the group (or it cannot be told). */
+static bool command_cgroup_empty(uint32_t id)
+{
+	char path[96], events[128];
+	command_cgroup_path(id, path, sizeof path, "cgroup.events");
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	ssize_t n = read(fd, events, sizeof events - 1);
+	close(fd);
+	if (n <= 0)
+		return false;
+	events[n] = '\0';
+	return strstr(events, "populated 0") != NULL;
 }
 
 /* Moves pid (0: the caller) into the command's cgroup. */
@@ -284,10 +324,14 @@ static void enter_command_cgroup(uint32_t id, pid_t pid)
 	}
 }
 
-/* Removes it once empty; a process that escaped keeps it (and its cap) alive. */
-static void remove_command_cgroup(uint32_t id)
+/* Gives an empty group back for the next command; removes one that is not (see above). */
+static void release_command_cgroup(uint32_t id)
 {
 	char path[96];
+	if (free_cgroup_count < FREE_CGROUPS_MAX && command_cgroup_empty(id)) {
+		free_cgroups[free_cgroup_count++] = id;
+		return;
+	}
 	command_cgroup_path(id, path, sizeof path, NULL);
 	rmdir(path);
 }
@@ -421,10 +465,8 @@ static void free_channel(struct channel *channel)
 	close_fd(&channel->outputs[0].fd);
 	close_fd(&channel->outputs[1].fd);
 	close_fd(&channel->stdin_fd);
-	for (int i = 0; i < 4; i++)
-		close_fd(&channel->handoff[i]);
 	if (channel->cgroup)
-		remove_command_cgroup(channel->id);
+		release_command_cgroup(channel->cgroup);
 	free(channel->stdin_buf);
 	free(channel);
 }
@@ -592,9 +634,11 @@ static _Noreturn void run_command(const struct exec_request *request, int stdin_
 		set_env(env, &env_count, request->env[i]);
 	env[env_count] = NULL;
 
-	char *argv[] = { "bash", "-c", (char *)request->cmd, NULL };
-	execve("/bin/bash", argv, (char **)env);
-	fail_start(error_fd, "exec", "/bin/bash");
+	/* The fork server gets `bash -c "" bash PADDING`: $0 stays "bash". */
+	char *argv[] = { "bash", "-c", (char *)request->cmd, request->server_padding ? "bash" : NULL,
+			 (char *)request->server_padding, NULL };
+	execve(BASH_PATH, argv, (char **)env);
+	fail_start(error_fd, "exec", BASH_PATH);
 }
 
 /* Reads what the command child wrote to the error pipe before exec, up to EOF. */
@@ -627,190 +671,106 @@ static struct channel *new_channel(uint32_t id)
 	channel->outputs[0] = (struct output){ .fd = -1, .frame_type = FRAME_STDOUT, .left = -1 };
 	channel->outputs[1] = (struct output){ .fd = -1, .frame_type = FRAME_STDERR, .left = -1 };
 	channel->stdin_fd = -1;
-	for (int i = 0; i < 4; i++)
-		channel->handoff[i] = -1;
 	channel->credit = INITIAL_CREDIT;
 	return channel;
 }
 
+/*
+ * A command's stdout and stderr pipes, and its stdin pipe if it has one, with the
+ * agent's ends non-blocking: a blocking pipe would freeze the agent.
+ */
+static bool open_command_pipes(bool with_stdin, int stdout_pipe[2], int stderr_pipe[2], int stdin_pipe[2])
+{
+	return pipe2(stdout_pipe, O_CLOEXEC) == 0 && pipe2(stderr_pipe, O_CLOEXEC) == 0 &&
+	       (!with_stdin || pipe2(stdin_pipe, O_CLOEXEC) == 0) && set_nonblocking(stdout_pipe[0]) &&
+	       set_nonblocking(stderr_pipe[0]) && (stdin_pipe[1] < 0 || set_nonblocking(stdin_pipe[1]));
+}
+
 static void receive_signal(struct channel *channel, uint32_t sig);
+static void command_exited(struct channel *channel, int status);
 
 /*
- * The shell server.
+ * The fork server.
  *
- * Under v86 a fresh `bash -c` per command costs millions of emulated instructions
- * (execve, the dynamic loader, bash's start-up), and even a fork of bash costs ~0.6
- * million. So the agent starts one bash at boot, the server, and keeps one "spare"
- * ready before it is needed: a subshell forked from the server that is already the
- * agent's child, waiting for a request. A command then only costs what it does.
+ * Under v86 a fresh `bash -c` per command costs ~2.8 million emulated instructions
+ * (~50 ms): the execve and bash's start-up. So the agent starts one bash at boot, the
+ * server: Debian's bash with the patch image/bash/fork-server.patch. It starts as
+ * `bash -c ""` with V86BOX_FORK_SERVER naming its end of a socket pair, initializes as
+ * any `bash -c` does, and then, per request, clones itself with CLONE_PARENT: the child
+ * is the agent's own child, so the agent reaps it and gets its status as for an exec'd
+ * bash. The child takes the fds, cgroup, cwd and environment the request carries, sets
+ * what a bash starting at that moment would have ($$, the start time, the RANDOM seeds,
+ * HOSTNAME, PWD, `bash -c CMD` as its command line for ps), and runs the command where
+ * `bash -c CMD` would. The server shows as `v86box-fork-server` in ps.
  *
- * - The server reads a line from its stdin per spare wanted and forks a job (its own
- *   process group, thanks to `set -m`), which forks the spare and exits: the spare is
- *   re-parented to the agent (a child subreaper), so the agent reaps it and gets its
- *   exit status as it does for a `bash -c` child. Until the job is gone, the spare
- *   waits (were it to exit first, the job's bash would reap it).
- * - The spare reports "spare PID", then reads one request line "ID FD" from the
- *   requests pipe: FD is a memfd of the agent holding the request. It opens its
- *   pipes through /proc/AGENT/fd, reports "ID PID" (or "ID !why"), and evals the
- *   command at the top level of a subshell, from the clean environment a `bash -c`
- *   child would get. The agent asks for the next spare once a spare took its request,
- *   so only one spare ever reads the requests pipe.
+ * Once initialized, the server says so: u32 0, i32 its pid. Until then commands take
+ * the exec path. A request is one SOCK_SEQPACKET message: u32 id, then NUL-terminated
+ * cwd, command and NAME=value entries, with stdin, stdout, stderr and the command's
+ * cgroup.procs as SCM_RIGHTS. The reply is u32 id, i32 pid or -errno. The agent closes
+ * its copies of the command's fds as soon as the request is sent.
  *
- * What differs from `bash -c`, so such commands take the exec path: `$$` (a subshell
- * keeps the server's), a uid or gid, environment names bash treats specially, and a
- * cwd that is not a directory (the exec path reports chdir's error).
+ * What takes the exec path instead: a uid or gid other than root's; a cwd that is not a directory (the
+ * exec path reports chdir's error); environment names a starting bash treats specially;
+ * a request too big for one message; and any time no server is ready (a bash without
+ * the patch runs `bash -c ""` and exits at once: after SERVER_START_FAILURES such starts
+ * the agent stops trying). A server that dies with requests unanswered (killed by a
+ * command) fails them with ERROR: whether it had started them cannot be known.
  */
+#define SERVER_REQUEST_MAX (64 * 1024)
+/* How much of a command `ps` shows (the exec path's kernel shows a page at most too). */
+#define SERVER_CMDLINE_ROOM 4096
+#define SERVER_START_FAILURES 3
+#define EARLY_EXITS_MAX 32
 
-/*
- * Runs in the server (a `bash -c` with __v86box_agent, __v86box_requests and
- * __v86box_idle set before it). FUNCNAME, `return`, `break` and `local` behave as in
- * `bash -c` because the command is not eval'd inside a function or loop. A subshell
- * can only sleep without a fork by reading a pipe nobody writes to: the idle pipe. Its
- * EOF (or the requests pipe's) means the agent is gone, and the spare exits.
- */
-static const char shell_server_script[] =
-	"set -m\n"
-	"__v86box_fail() { printf '%s !%s\\n' \"$__v86box_id\" \"$1\" >&$__v86box_report; exit 127; }\n"
-	"__v86box_adopted() { local -a s; read -r -a s </proc/$BASHPID/stat && [[ ${s[3]} == \"$__v86box_agent\" ]]; }\n"
-	"__v86box_prepare() {\n"
-	"\tset +m\n"
-	"\texec {__v86box_report}>&1\n"
-	"\tlocal p=/proc/$__v86box_agent/fd r i o e d n v\n"
-	"\tlocal -a env=()\n"
-	"\tif ! __v86box_adopted; then\n"
-	"\t\texec {r}<\"$p/$__v86box_idle\" || exit 127\n"
-	"\t\tuntil __v86box_adopted; do read -r -t 0.002 -u $r; (( $? > 128 )) || exit 0; done\n"
-	"\t\texec {r}<&-\n"
-	"\tfi\n"
-	"\texec {r}<\"$p/$__v86box_requests\" || exit 127\n"
-	"\tprintf 'spare %s\\n' \"$BASHPID\" >&$__v86box_report\n"
-	"\tread -r -u $r __v86box_id __v86box_fd || exit 0\n"
-	"\texec {r}<&-\n"
-	"\texec {r}<\"$p/$__v86box_fd\" || __v86box_fail 'cannot open the request'\n"
-	"\tIFS= read -r -d '' -u $r i; IFS= read -r -d '' -u $r o; IFS= read -r -d '' -u $r e\n"
-	"\tIFS= read -r -d '' -u $r d; IFS= read -r -d '' -u $r n\n"
-	"\twhile (( n-- > 0 )); do IFS= read -r -d '' -u $r v; env+=(\"$v\"); done\n"
-	"\tIFS= read -r -d '' -u $r __v86box_cmd\n"
-	"\texec {r}<&-\n"
-	"\tif [[ $i ]]; then exec <\"$p/$i\"; else exec </dev/null; fi || __v86box_fail 'cannot open stdin'\n"
-	"\texec >\"$p/$o\" 2>\"$p/$e\" || __v86box_fail 'cannot open stdout and stderr'\n"
-	"\tif [[ $d ]]; then cd -- \"$d\" 2>/dev/null || __v86box_fail \"chdir $d: No such file or directory\"; unset OLDPWD; fi\n"
-	"\t(( ${#env[@]} == 0 )) || export -- \"${env[@]}\"\n"
-	"\tprintf '%s %s\\n' \"$__v86box_id\" \"$BASHPID\" >&$__v86box_report\n"
-	"\texec {__v86box_report}>&-\n"
-	"\tunset -f __v86box_fail __v86box_adopted __v86box_prepare\n"
-	"}\n"
-	"while read -r __v86box_wanted; do\n"
-	"\t( set -m; ( __v86box_prepare; eval \"unset -v __v86box_agent __v86box_requests __v86box_idle __v86box_id\"\\\n"
-	"\t\t\" __v86box_fd __v86box_report __v86box_wanted; BASH_EXECUTION_STRING=\\$__v86box_cmd; unset -v __v86box_cmd;\"\\\n"
-	"\t\t\" : bash; $__v86box_cmd\" ) & ) &\n"
-	"\twait $!\n"
-	"done\n";
-
-/*
- * The pipes every server and spare share live as long as the agent: a spare outlives
- * the server that forked it. The agent keeps both ends of each.
- */
-static int server_reports[2] = { -1, -1 }; /* the servers' and spares' stdout */
-static int spare_requests[2] = { -1, -1 }; /* the waiting spare opens the read end */
-static int server_idle[2] = { -1, -1 }; /* a pipe nobody writes to: spares wait on it */
-static char server_report_buf[4096];
-static size_t server_report_len;
-
+static int server_socket = -1; /* the agent's end: requests out, replies in */
 static pid_t server_pid = -1;
-static int server_wants = -1; /* write end of the server's stdin: a line per spare wanted */
-static bool spare_wanted; /* asked the server for one that has not reported yet */
-static pid_t spare_pid = -1; /* the spare waiting for a request, or -1 */
-static bool request_in_flight; /* a spare is reading its request line from the pipe */
-static int64_t spare_due_ms; /* when to ask for a spare if the guest is still idle; 0: not due */
+static bool server_ready; /* the running server said it is initialized */
+static int server_start_failures;
+static unsigned server_waiting; /* requests sent and not answered */
 
-/* Back-to-back commands take the exec path rather than compete with a spare's forks. */
-#define SPARE_IDLE_MS 20
+/* A child reaped before the server's reply named it: a command that exited at once. */
+static struct {
+	pid_t pid;
+	int status;
+} early_exits[EARLY_EXITS_MAX];
+static size_t early_exit_count;
 
-static bool open_server_pipes(void)
+/* Starts the server; on failure commands take the exec path. */
+static void start_fork_server(void)
 {
-	if (server_reports[0] >= 0)
-		return true;
-	if (pipe2(server_reports, O_CLOEXEC) < 0 || pipe2(spare_requests, O_CLOEXEC) < 0 ||
-	    pipe2(server_idle, O_CLOEXEC) < 0 || !set_nonblocking(server_reports[0]) ||
-	    !set_nonblocking(spare_requests[0]) || !set_nonblocking(spare_requests[1])) {
-		warn("shell server pipes: %s", strerror(errno));
-		for (int i = 0; i < 2; i++) {
-			close_fd(&server_reports[i]);
-			close_fd(&spare_requests[i]);
-			close_fd(&server_idle[i]);
-		}
-		return false;
-	}
-	return true;
-}
+	int pair[2] = { -1, -1 }, null_fd = -1;
+	char variable[40];
+	static char padding[SERVER_CMDLINE_ROOM];
 
-static void want_spare(void);
-
-/* Asks for a spare once no command has run for SPARE_IDLE_MS. */
-static void want_spare_when_idle(void)
-{
-	if (spare_pid < 0 && !spare_wanted)
-		spare_due_ms = now_ms() + SPARE_IDLE_MS;
-}
-
-/* Called by the main loop: the spare is due and nothing runs. */
-static void make_spare_if_due(int64_t now)
-{
-	if (!spare_due_ms || now < spare_due_ms)
+	if (server_start_failures >= SERVER_START_FAILURES)
 		return;
-	spare_due_ms = 0;
-	for (struct channel *channel = channels; channel; channel = channel->next)
-		if (!channel->exited) {
-			want_spare_when_idle();
-			return;
-		}
-	want_spare();
-}
-
-/* Only when no spare is reading the requests pipe, so two never read it at once. */
-static void want_spare(void)
-{
-	if (server_wants < 0 || spare_wanted || spare_pid > 0 || request_in_flight)
-		return;
-	if (write(server_wants, "\n", 1) == 1)
-		spare_wanted = true;
-}
-
-/* Starts a server and asks for a spare; on failure commands take the exec path. */
-static void start_shell_server(void)
-{
-	int wants[2] = { -1, -1 }, null_fd = -1;
-	char *script = NULL;
-
-	if (!open_server_pipes())
-		return;
-	if (pipe2(wants, O_CLOEXEC) < 0 || !set_nonblocking(wants[1]) ||
-	    (null_fd = open("/dev/null", O_WRONLY | O_CLOEXEC)) < 0 ||
-	    asprintf(&script, "__v86box_agent=%d __v86box_requests=%d __v86box_idle=%d\n%s", (int)getpid(),
-		     spare_requests[0], server_idle[0], shell_server_script) < 0) {
-		warn("shell server: %s", strerror(errno));
-		script = NULL;
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0 || !set_nonblocking(pair[0]) ||
+	    (null_fd = open("/dev/null", O_RDWR | O_CLOEXEC)) < 0) {
+		warn("fork server: %s", strerror(errno));
 		goto out;
 	}
-	struct exec_request request = { .cmd = script };
+	snprintf(variable, sizeof variable, "V86BOX_FORK_SERVER=%d", pair[1]);
+	const char *env[] = { variable };
+	memset(padding, ' ', sizeof padding - 1);
+	struct exec_request request = { .cmd = "", .env = env, .env_count = 1, .set_ids = true, .server_padding = padding };
 	pid_t pid = fork();
 	if (pid < 0) {
-		warn("shell server: fork: %s", strerror(errno));
+		warn("fork server: fork: %s", strerror(errno));
 		goto out;
 	}
-	if (pid == 0)
-		run_command(&request, wants[0], server_reports[1], null_fd, -1);
+	if (pid == 0) {
+		/* The server's end stays open across its execve. */
+		fcntl(pair[1], F_SETFD, 0);
+		run_command(&request, null_fd, null_fd, null_fd, -1);
+	}
 	server_pid = pid;
-	server_wants = wants[1];
-	wants[1] = -1;
-	spare_wanted = false;
-	want_spare();
+	server_socket = pair[0];
+	pair[0] = -1;
+	server_ready = false;
 out:
-	close_fd(&wants[0]);
-	close_fd(&wants[1]);
+	close_fd(&pair[0]);
+	close_fd(&pair[1]);
 	close_fd(&null_fd);
-	free(script);
 }
 
 static bool is_shell_name(const char *name, size_t len)
@@ -825,11 +785,11 @@ static bool is_shell_name(const char *name, size_t len)
 	return true;
 }
 
-/* Names a starting bash reads, or that `export` refuses: those need a real `bash -c`. */
+/* Names a starting bash reads, sets itself, or that `export` refuses: those need a real `bash -c`. */
 static bool shell_reads_at_start(const char *name, size_t len)
 {
-	static const char *const names[] = { "SHELLOPTS", "ENV", "POSIXLY_CORRECT", "IFS", "PS4", "EUID",
-					     "UID", "PPID", "HOSTNAME" };
+	static const char *const names[] = { "SHELLOPTS", "ENV", "POSIXLY_CORRECT", "IFS", "PS4", "EUID", "UID",
+					     "PPID", "HOSTNAME", "PWD", "OLDPWD", "SHLVL", "_" };
 	if (len >= 4 && strncmp(name, "BASH", 4) == 0)
 		return true;
 	for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
@@ -838,129 +798,102 @@ static bool shell_reads_at_start(const char *name, size_t len)
 	return false;
 }
 
-static bool server_can_run(const struct exec_request *request)
+/* The request message, or NULL (and the exec path) when the server cannot take it. */
+static char *server_request(uint32_t id, const struct exec_request *request, const char *cwd, size_t *len)
 {
 	struct stat st;
-	if ((server_wants < 0 && spare_pid < 0) || request->set_ids)
-		return false;
-	if (strstr(request->cmd, "$$") || strstr(request->cmd, "${$"))
-		return false;
-	if (request->cwd && (stat(request->cwd, &st) < 0 || !S_ISDIR(st.st_mode)))
-		return false;
+	size_t size = 4 + strlen(cwd) + 1 + strlen(request->cmd) + 1;
+
+	/* The server runs as root with groups [0], as a command asking for uid 0 does. */
+	if (!server_ready || (request->set_ids && (request->uid != 0 || request->gid != 0)))
+		return NULL;
+	if (stat(cwd, &st) < 0 || !S_ISDIR(st.st_mode))
+		return NULL;
 	for (size_t i = 0; i < request->env_count; i++) {
 		const char *entry = request->env[i];
-		size_t len = (size_t)(strchr(entry, '=') - entry);
-		if (!is_shell_name(entry, len) || shell_reads_at_start(entry, len))
-			return false;
+		size_t name_len = (size_t)(strchr(entry, '=') - entry);
+		if (!is_shell_name(entry, name_len) || shell_reads_at_start(entry, name_len))
+			return NULL;
+		size += strlen(entry) + 1;
 	}
-	return true;
+	if (size > SERVER_REQUEST_MAX)
+		return NULL;
+	char *message = malloc(size), *p = message + 4;
+	if (!message)
+		return NULL;
+	memcpy(message, &id, 4);
+	p = stpcpy(p, cwd) + 1;
+	p = stpcpy(p, request->cmd) + 1;
+	for (size_t i = 0; i < request->env_count; i++)
+		p = stpcpy(p, request->env[i]) + 1;
+	*len = size;
+	return message;
 }
 
-static bool write_field(FILE *file, const char *text)
+static bool send_to_server(const char *message, size_t len, const int *fds, int fd_count)
 {
-	return fputs(text, file) >= 0 && fputc('\0', file) != EOF;
+	union {
+		struct cmsghdr header;
+		char space[CMSG_SPACE(4 * sizeof(int))];
+	} control;
+	struct iovec iov = { .iov_base = (void *)message, .iov_len = len };
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.space,
+			      .msg_controllen = CMSG_SPACE((size_t)fd_count * sizeof(int)) };
+	memset(&control, 0, sizeof control);
+	struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
+	cmsg->cmsg_level = SOL_SOCKET;
+	cmsg->cmsg_type = SCM_RIGHTS;
+	cmsg->cmsg_len = CMSG_LEN((size_t)fd_count * sizeof(int));
+	memcpy(CMSG_DATA(cmsg), fds, (size_t)fd_count * sizeof(int));
+	ssize_t sent;
+	while ((sent = sendmsg(server_socket, &msg, MSG_DONTWAIT | MSG_NOSIGNAL)) < 0 && errno == EINTR) {
+	}
+	/* EAGAIN (a full socket) or a dead server: the exec path runs it. */
+	return sent == (ssize_t)len;
 }
 
-/* The request memfd: NUL-terminated stdin fd (or empty), stdout fd, stderr fd, cwd, env count, env, cmd. */
-static int write_request(const struct exec_request *request, int stdin_fd, int stdout_fd, int stderr_fd)
+/* A cgroup's cgroup.procs, for the command's process to move itself in, or -1. */
+static int open_cgroup_procs(uint32_t id)
 {
-	char number[16];
-	int fd = memfd_create("v86box-request", MFD_CLOEXEC);
-	if (fd < 0)
-		return -1;
-	int copy = dup(fd);
-	FILE *file = copy < 0 ? NULL : fdopen(copy, "w");
-	if (!file) {
-		close_fd(&copy);
-		close(fd);
-		return -1;
-	}
-	bool ok = true;
-	if (stdin_fd >= 0)
-		snprintf(number, sizeof number, "%d", stdin_fd);
-	ok = ok && write_field(file, stdin_fd >= 0 ? number : "");
-	snprintf(number, sizeof number, "%d", stdout_fd);
-	ok = ok && write_field(file, number);
-	snprintf(number, sizeof number, "%d", stderr_fd);
-	ok = ok && write_field(file, number) && write_field(file, request->cwd ? request->cwd : "");
-	snprintf(number, sizeof number, "%zu", request->env_count);
-	ok = ok && write_field(file, number);
-	for (size_t i = 0; ok && i < request->env_count; i++)
-		ok = write_field(file, request->env[i]);
-	ok = ok && write_field(file, request->cmd);
-	if (fclose(file) != 0 || !ok) {
-		close(fd);
-		return -1;
-	}
-	return fd;
+	char path[96];
+	command_cgroup_path(id, path, sizeof path, "cgroup.procs");
+	return open(path, O_WRONLY | O_CLOEXEC);
 }
 
 /*
- * A command's stdout and stderr pipes, and its stdin pipe if it has one, with the
- * agent's ends non-blocking: a blocking pipe would freeze the agent.
- */
-static bool open_command_pipes(bool with_stdin, int stdout_pipe[2], int stderr_pipe[2], int stdin_pipe[2])
-{
-	return pipe2(stdout_pipe, O_CLOEXEC) == 0 && pipe2(stderr_pipe, O_CLOEXEC) == 0 &&
-	       (!with_stdin || pipe2(stdin_pipe, O_CLOEXEC) == 0) && set_nonblocking(stdout_pipe[0]) &&
-	       set_nonblocking(stderr_pipe[0]) && (stdin_pipe[1] < 0 || set_nonblocking(stdin_pipe[1]));
-}
-
-/* Gives the command to the waiting spare: first its cgroup, then its request line. */
-static bool hand_to_spare(uint32_t id, int request_fd, bool cgroup)
-{
-	char line[48];
-	if (cgroup)
-		enter_command_cgroup(id, spare_pid);
-	int len = snprintf(line, sizeof line, "%u %d\n", id, request_fd);
-	/* The pipe is empty (one line at a time), so the line goes in whole. */
-	if (write(spare_requests[1], line, (size_t)len) != len)
-		return false;
-	request_in_flight = true;
-	return true;
-}
-
-/*
- * Hands the command to the shell server. Returns false, having changed nothing, when
+ * Hands the command to the fork server. Returns false, having changed nothing, when
  * the exec path must run it instead.
  */
 static bool start_in_server(uint32_t id, const struct exec_request *request)
 {
 	int stdout_pipe[2] = { -1, -1 }, stderr_pipe[2] = { -1, -1 }, stdin_pipe[2] = { -1, -1 };
-	int request_fd = -1;
+	int null_fd = -1, cgroup_fd = -1;
 	struct channel *channel = NULL;
 	bool started = false;
+	size_t len = 0;
+	char *message = server_request(id, request, request->cwd ? request->cwd : home_for(0), &len);
 
-	if (!server_can_run(request))
+	if (!message)
 		return false;
-	/* Without a spare ready, waiting for one costs more than a bash start-up. */
-	if (spare_pid < 0) {
-		want_spare_when_idle();
-		return false;
-	}
-	if (!open_command_pipes(request->stdin_pipe, stdout_pipe, stderr_pipe, stdin_pipe))
+	if (!open_command_pipes(request->stdin_pipe, stdout_pipe, stderr_pipe, stdin_pipe) ||
+	    (!request->stdin_pipe && (null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC)) < 0) ||
+	    !(channel = new_channel(id)))
 		goto out;
-	request_fd = write_request(request, stdin_pipe[0], stdout_pipe[1], stderr_pipe[1]);
-	if (request_fd < 0 || !(channel = new_channel(id)))
-		goto out;
-	channel->cgroup = make_command_cgroup(id);
-	if (!hand_to_spare(id, request_fd, channel->cgroup)) {
+	channel->cgroup = take_command_cgroup();
+	if (channel->cgroup)
+		cgroup_fd = open_cgroup_procs(channel->cgroup);
+	int fds[4] = { request->stdin_pipe ? stdin_pipe[0] : null_fd, stdout_pipe[1], stderr_pipe[1], cgroup_fd };
+	if (!send_to_server(message, len, fds, cgroup_fd >= 0 ? 4 : 3)) {
 		if (channel->cgroup)
-			remove_command_cgroup(id);
+			release_command_cgroup(channel->cgroup);
 		goto out;
 	}
-	channel->pid = spare_pid;
-	spare_pid = -1;
+	server_waiting++;
 	channel->starting = true;
 	channel->outputs[0].fd = stdout_pipe[0];
 	channel->outputs[1].fd = stderr_pipe[0];
 	channel->stdin_fd = stdin_pipe[1];
-	channel->handoff[0] = stdout_pipe[1];
-	channel->handoff[1] = stderr_pipe[1];
-	channel->handoff[2] = stdin_pipe[0];
-	channel->handoff[3] = request_fd;
-	stdout_pipe[0] = stdout_pipe[1] = stderr_pipe[0] = stderr_pipe[1] = -1;
-	stdin_pipe[0] = stdin_pipe[1] = request_fd = -1;
+	stdout_pipe[0] = stderr_pipe[0] = stdin_pipe[1] = -1;
 	channel->next = channels;
 	channels = channel;
 	channel = NULL;
@@ -969,8 +902,10 @@ out:
 	close_pipe(stdout_pipe);
 	close_pipe(stderr_pipe);
 	close_pipe(stdin_pipe);
-	close_fd(&request_fd);
+	close_fd(&null_fd);
+	close_fd(&cgroup_fd);
 	free(channel);
+	free(message);
 	return started;
 }
 
@@ -978,8 +913,6 @@ out:
 static void fail_start_in_server(struct channel *channel, const char *why)
 {
 	channel->starting = false;
-	for (int i = 0; i < 4; i++)
-		close_fd(&channel->handoff[i]);
 	send_error(channel->id, "%s", why);
 	channel->discard = true;
 }
@@ -992,102 +925,88 @@ static struct channel *find_starting_channel(uint32_t id)
 	return NULL;
 }
 
-/* One report line: "spare PID", "ID PID" once a command holds its pipes, or "ID !why". */
-static void handle_report(char *line)
+/* The server named the command's process: it runs (or already ran) from here on. */
+static void server_started(struct channel *channel, pid_t pid)
 {
-	char *rest;
-	if (strncmp(line, "spare ", 6) == 0) {
-		spare_pid = (pid_t)strtol(line + 6, NULL, 10);
-		spare_wanted = false;
-		return;
-	}
-	unsigned long id = strtoul(line, &rest, 10);
-	struct channel *channel = *rest == ' ' ? find_starting_channel((uint32_t)id) : NULL;
-	if (!channel)
-		return;
-	/* It read its request line: the requests pipe is free for the next spare. That
-	 * spare is made once this command is done (or another one waits), so the forks
-	 * do not compete with the command; between commands the guest is idle anyway. */
-	request_in_flight = false;
-	if (rest[1] == '!') {
-		fail_start_in_server(channel, rest + 2);
-		return;
-	}
 	channel->starting = false;
-	for (int i = 0; i < 4; i++)
-		close_fd(&channel->handoff[i]);
-	send_u32(FRAME_STARTED, channel->id, (uint32_t)channel->pid);
-}
-
-static void read_server_reports(void)
-{
-	while (server_reports[0] >= 0) {
-		ssize_t n = read(server_reports[0], server_report_buf + server_report_len,
-				 sizeof server_report_buf - 1 - server_report_len);
-		if (n < 0 && errno == EINTR)
+	channel->pid = pid;
+	send_u32(FRAME_STARTED, channel->id, (uint32_t)pid);
+	if (channel->pending_signal)
+		receive_signal(channel, channel->pending_signal);
+	for (size_t i = 0; i < early_exit_count; i++) {
+		if (early_exits[i].pid != pid)
 			continue;
-		if (n <= 0)
-			return;
-		server_report_len += (size_t)n;
-		server_report_buf[server_report_len] = '\0';
-		char *line = server_report_buf, *newline;
-		while ((newline = strchr(line, '\n'))) {
-			*newline = '\0';
-			handle_report(line);
-			line = newline + 1;
-		}
-		server_report_len -= (size_t)(line - server_report_buf);
-		memmove(server_report_buf, line, server_report_len);
-		/* Lines are short; a full buffer without one is garbage. */
-		if (server_report_len == sizeof server_report_buf - 1)
-			server_report_len = 0;
+		int status = early_exits[i].status;
+		early_exits[i] = early_exits[--early_exit_count];
+		/* What it left behind in its group goes as for any command that exited. */
+		kill(-pid, SIGKILL);
+		command_exited(channel, status);
+		return;
 	}
 }
 
-/* Drops a request line a dead spare left (partly) unread, so no other spare takes it. */
-static void drain_spare_requests(void)
+static void read_server_replies(void)
 {
-	char scratch[256];
-	while (spare_requests[0] >= 0 && read(spare_requests[0], scratch, sizeof scratch) > 0) {
+	unsigned char reply[8];
+	ssize_t n;
+	while (server_socket >= 0 && (n = recv(server_socket, reply, sizeof reply, MSG_DONTWAIT)) != 0) {
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return;
+		}
+		if (n != (ssize_t)sizeof reply)
+			continue;
+		uint32_t id;
+		int32_t value;
+		memcpy(&id, reply, 4);
+		memcpy(&value, reply + 4, 4);
+		if (id == 0) {
+			server_ready = value == server_pid;
+			continue;
+		}
+		struct channel *channel = find_starting_channel(id);
+		if (!channel)
+			continue;
+		server_waiting--;
+		if (value > 0) {
+			server_started(channel, (pid_t)value);
+		} else {
+			char why[96];
+			snprintf(why, sizeof why, "fork: %s", strerror(-value));
+			fail_start_in_server(channel, why);
+		}
 	}
 }
-
-static void command_exited(struct channel *channel, int status);
 
 /*
- * A child of the agent that is not a running command exited: the server, the waiting
- * spare, or a spare that died (was killed) before it reported. True if it was one of them.
+ * A child of the agent that is not a known command exited: the server, a command the
+ * server started whose reply is not read yet, or an orphan. True if it was the server.
  */
-static bool shell_server_child_exited(pid_t pid, int status)
+static bool fork_server_child_exited(pid_t pid, int status)
 {
-	if (pid == server_pid) {
-		/* Spares it forked live on. A new server starts on the next EXEC, so one that
-		 * dies right after starting is not restarted in a loop. */
-		close_fd(&server_wants);
-		server_pid = -1;
-		spare_wanted = false;
-		return true;
-	}
-	if (pid == spare_pid) {
-		spare_pid = -1;
-		want_spare_when_idle();
-		return true;
-	}
-	for (struct channel *channel = channels; channel; channel = channel->next) {
-		if (channel->starting && channel->pid == pid) {
-			/* Its process existed, so it ends as a command killed early would. */
-			drain_spare_requests();
-			request_in_flight = false;
-			channel->starting = false;
-			for (int i = 0; i < 4; i++)
-				close_fd(&channel->handoff[i]);
-			send_u32(FRAME_STARTED, channel->id, (uint32_t)pid);
-			command_exited(channel, status);
-			want_spare_when_idle();
-			return true;
+	if (pid != server_pid) {
+		if (server_waiting > 0) {
+			if (early_exit_count == EARLY_EXITS_MAX)
+				early_exit_count--;
+			early_exits[early_exit_count].pid = pid;
+			early_exits[early_exit_count].status = status;
+			early_exit_count++;
 		}
+		return false;
 	}
-	return false;
+	/* Its replies were read before this. */
+	if (!server_ready)
+		server_start_failures++;
+	close_fd(&server_socket);
+	server_pid = -1;
+	server_ready = false;
+	server_waiting = 0;
+	early_exit_count = 0;
+	for (struct channel *channel = channels; channel; channel = channel->next)
+		if (channel->starting)
+			fail_start_in_server(channel, "the fork server exited before it started the command");
+	return true;
 }
 
 /*
@@ -1110,7 +1029,7 @@ static void start_command(uint32_t id, const unsigned char *payload, size_t len)
 		goto out;
 	}
 	if (server_pid < 0)
-		start_shell_server();
+		start_fork_server();
 	if (start_in_server(id, &request))
 		goto out;
 	channel = new_channel(id);
@@ -1118,9 +1037,8 @@ static void start_command(uint32_t id, const unsigned char *payload, size_t len)
 		send_error(id, "out of memory");
 		goto out;
 	}
-	channel->cgroup = make_command_cgroup(id);
-	if (channel->cgroup)
-		request.cgroup_id = id;
+	channel->cgroup = take_command_cgroup();
+	request.cgroup_id = channel->cgroup;
 	if (!open_command_pipes(request.stdin_pipe, stdout_pipe, stderr_pipe, stdin_pipe) ||
 	    pipe2(error_pipe, O_CLOEXEC) < 0) {
 		send_error(id, "pipe: %s", strerror(errno));
@@ -1159,7 +1077,7 @@ out:
 	close_pipe(stdin_pipe);
 	close_pipe(error_pipe);
 	if (channel && channel->cgroup)
-		remove_command_cgroup(id);
+		release_command_cgroup(channel->cgroup);
 	free(channel);
 	free(request.env);
 }
@@ -1236,6 +1154,11 @@ static void receive_signal(struct channel *channel, uint32_t sig)
 	/* Once reaped, the group is already killed and its id may belong to someone else. */
 	if (channel->exited)
 		return;
+	/* Not started yet: sent once the server names its process. */
+	if (channel->starting) {
+		channel->pending_signal = sig;
+		return;
+	}
 	if (kill(-channel->pid, (int)sig) < 0 && errno != ESRCH)
 		send_error(0, "channel %u: signal %u: %s", channel->id, sig, strerror(errno));
 }
@@ -1465,8 +1388,6 @@ static _Noreturn void shut_down(int status)
 			kill(-channel->pid, SIGKILL);
 	if (server_pid > 0)
 		kill(-server_pid, SIGKILL);
-	if (spare_pid > 0)
-		kill(-spare_pid, SIGKILL);
 	exit(status);
 }
 
@@ -1526,11 +1447,9 @@ static void reap_children(void)
 		}
 		if (child.si_pid == 0)
 			return;
-		/* A spare reports before it runs a command, so its reports are already here. */
-		read_server_reports();
+		/* The server's reply may name it: read what is there first. */
+		read_server_replies();
 		struct channel *channel = find_channel_by_pid(child.si_pid);
-		if (channel && channel->starting)
-			channel = NULL;
 		if (channel)
 			kill(-channel->pid, SIGKILL);
 		if (waitpid(child.si_pid, &status, 0) < 0) {
@@ -1541,7 +1460,7 @@ static void reap_children(void)
 		if (channel)
 			command_exited(channel, status);
 		else
-			shell_server_child_exited(child.si_pid, status);
+			fork_server_child_exited(child.si_pid, status);
 	}
 }
 
@@ -1621,19 +1540,16 @@ static void finish_channels(void)
 			send_frame(FRAME_EXIT, channel->id, payload, sizeof payload);
 			*link = channel->next;
 			free_channel(channel);
-			want_spare_when_idle();
 		} else {
 			link = &channel->next;
 		}
 	}
 }
 
-/* Milliseconds until the next drain deadline or due spare, or -1. */
+/* Milliseconds until the next drain deadline, or -1. */
 static int poll_timeout(void)
 {
 	int64_t now = now_ms(), timeout = -1;
-	if (spare_due_ms)
-		timeout = spare_due_ms > now ? spare_due_ms - now : 0;
 	for (struct channel *channel = channels; channel; channel = channel->next) {
 		if (!channel->exited || channel->past_deadline)
 			continue;
@@ -1675,8 +1591,8 @@ static size_t build_poll_set(void)
 	size_t count = 0;
 	add_poll(&count, console_in, POLLIN, NULL, NULL);
 	add_poll(&count, sigchld_fd, POLLIN, NULL, NULL);
-	if (server_reports[0] >= 0)
-		add_poll(&count, server_reports[0], POLLIN, NULL, NULL);
+	if (server_socket >= 0)
+		add_poll(&count, server_socket, POLLIN, NULL, NULL);
 	for (struct channel *channel = channels; channel; channel = channel->next) {
 		if (channel->starting || channel->discard)
 			continue;
@@ -1697,7 +1613,7 @@ static void handle_pipe(struct poll_slot *slot, short revents)
 	if (!revents)
 		return;
 	if (!channel)
-		read_server_reports();
+		read_server_replies();
 	else if (slot->output)
 		read_output(channel, slot->output);
 	else if (channel->stdin_fd >= 0)
@@ -1720,7 +1636,6 @@ static _Noreturn void run_loop(void)
 		for (size_t i = 2; i < count; i++)
 			handle_pipe(&poll_slots[i], poll_fds[i].revents);
 		finish_channels();
-		make_spare_if_due(now_ms());
 	}
 }
 
@@ -1794,7 +1709,7 @@ static _Noreturn void run_agent(const char *console_path, bool use_stdio)
 	if (write_oom_score_adj("-1000") < 0)
 		warn("oom_score_adj: %s", strerror(errno));
 	raise_fd_limit();
-	/* Commands' orphans, and the shell server's subshells, are re-parented to the agent. */
+	/* Commands' orphans are re-parented to the agent, which reaps them. */
 	if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0)
 		warn("PR_SET_CHILD_SUBREAPER: %s", strerror(errno));
 	if (setpriority(PRIO_PROCESS, 0, -20) < 0)
@@ -1802,7 +1717,7 @@ static _Noreturn void run_agent(const char *console_path, bool use_stdio)
 	if (!use_stdio)
 		setup_cgroups();
 	open_console(console_path, use_stdio);
-	start_shell_server();
+	start_fork_server();
 	send_ready();
 	run_loop();
 }
