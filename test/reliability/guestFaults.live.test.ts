@@ -49,11 +49,12 @@ layer(V86Box.layer(), { timeout: "120 seconds", excludeTestServices: true })("gu
   it.effect("each command has its own cgroup capped at 128 processes, whichever way it starts, and all are capped below guest RAM", () =>
     Effect.gen(function*() {
       const box = yield* V86Box
-      // The group's pids.max as the command sees it; `$$` makes the agent start a real bash -c.
+      // The group's pids.max as the command sees it: forked from the fork server, in a
+      // real bash -c (SHLVL is a variable the agent leaves to a starting bash), as uid 1000.
       const cap = "cat /sys/fs/cgroup$(cut -d: -f3 /proc/self/cgroup)/pids.max"
       const results = [
         yield* box.exec(cap),
-        yield* box.exec(`: $$; ${cap}`),
+        yield* box.exec(cap, { env: { SHLVL: "5" } }),
         yield* box.exec(cap, { user: "user" })
       ]
       expect(results.map((result) => result.stdout)).toEqual(["128\n", "128\n", "128\n"])
