@@ -271,7 +271,7 @@ build_bash() {
   if [ -f "$bdir/bash" ]; then
     log "bash: cached ($bdir)"
   else
-    log "bash: building $BASH_SRC_VERSION with the fork server (static i386), ~2 min"
+    log "bash: building $BASH_SRC_VERSION with the fork server (static i386), ~1-2 min"
     rm -rf "$bdir"; mkdir -p "$bdir"
     local src="$bdir/src" build="$bdir/build"
     dpkg-source -x "$BASH_DSC" "$src" >/dev/null 2>&1 || die "dpkg-source -x $BASH_DSC failed (corrupt source files?)"
