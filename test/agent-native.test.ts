@@ -159,15 +159,7 @@ const isAlive = (pid: number): boolean => {
   }
 }
 
-const waitUntilDead = async (pid: number, timeoutMs = 1000): Promise<boolean> => {
-  const deadline = Date.now() + timeoutMs
-  while (Date.now() < deadline) {
-    if (!isAlive(pid)) return true
-    await sleep(10)
-  }
-  return !isAlive(pid)
-}
-
+/** Polls `condition` every 10 ms for up to `timeoutMs`: whether it came true. */
 const waitUntil = async (condition: () => boolean, timeoutMs = 2000): Promise<boolean> => {
   const deadline = Date.now() + timeoutMs
   while (Date.now() < deadline) {
@@ -176,6 +168,8 @@ const waitUntil = async (condition: () => boolean, timeoutMs = 2000): Promise<bo
   }
   return condition()
 }
+
+const waitUntilDead = (pid: number, timeoutMs = 1000): Promise<boolean> => waitUntil(() => !isAlive(pid), timeoutMs)
 
 /** A private PID namespace lets the agent run as PID 1, where power-off only ends the namespace. */
 const canRunAsPid1 = (() => {
