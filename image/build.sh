@@ -208,15 +208,21 @@ got=$(sha256sum "$BASH_DSC" | cut -d' ' -f1)
 
 sha_of() { sha256sum "$1" | cut -d' ' -f1; }
 
+# recipe_key FUNCTION FILE...: the cache key of what FUNCTION builds from FILEs (and
+# a "pinned inputs" line on stdin): a cached build is reused only when none of them,
+# nor FUNCTION's own text, changed. Log lines are left out, so rewording them does not
+# force a rebuild.
+recipe_key() {
+  local fn="$1"; shift
+  cat "$@" - <(sed -n "/^$fn()/,/^}/p" "$0" | grep -v '^ *log ') | sha256sum | cut -c1-16
+}
+
 # --- kernel ----------------------------------------------------------------------------
 OUT="$WORK/out"; mkdir -p "$OUT"
 build_kernel() {
   read -r _ kver _ ksha _ _ < <(lock_rows kernel)
-  # The cached kernel is reused only when nothing it is made from changed.
   local key
-  # (Log lines are left out of the key so rewording them does not force a rebuild.)
-  key=$(cat "$HERE/kernel.fragment" "$HERE"/patches/*.patch <(echo "$ksha $KBUILD_BUILD_TIMESTAMP") \
-        <(sed -n '/^build_kernel()/,/^}/p' "$0" | grep -v '^ *log ') | sha256sum | cut -c1-16)
+  key=$(echo "$ksha $KBUILD_BUILD_TIMESTAMP" | recipe_key build_kernel "$HERE/kernel.fragment" "$HERE"/patches/*.patch)
   local kdir="$CACHE/kernel/$key"
   if [ -f "$kdir/bzImage" ]; then
     log "kernel: cached ($kdir)"
@@ -265,8 +271,7 @@ check_kconfig() {
 # from stat's).
 build_bash() {
   local key
-  key=$(cat "$HERE"/bash/*.patch <(echo "$BASH_DSC_SHA $SOURCE_DATE_EPOCH") \
-        <(sed -n '/^build_bash()/,/^}/p' "$0" | grep -v '^ *log ') | sha256sum | cut -c1-16)
+  key=$(echo "$BASH_DSC_SHA $SOURCE_DATE_EPOCH" | recipe_key build_bash "$HERE"/bash/*.patch)
   local bdir="$CACHE/bash/$key"
   if [ -f "$bdir/bash" ]; then
     log "bash: cached ($bdir)"
