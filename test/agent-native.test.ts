@@ -240,15 +240,16 @@ describe.skipIf(!canRunAsPid1)("the agent as PID 1", () => {
     const agent = await startAsPid1()
     const spawned = await agent.run(1, [["cmd", "(sleep 0.1 &); (setsid sleep 0.2 &); echo $PPID"]])
     expect(text(spawned.stdout)).toBe("2\n")
-    // Everything outside the listing command's own session (setsid makes its id $$) but a
-    // fork server the agent may be starting (`bash -c "" bash PADDING`: the host's bash
-    // ends it at once, and the agent tries again on an EXEC, up to three times). An
-    // attempt can also show between fork and exec, or as a zombie until the agent reaps
-    // it, so the listing is taken until it settles: orphans left unreaped never do.
+    // Everything outside the listing command's own session (setsid makes its id $$) but
+    // the fork server: a running one (built with a patched bash) or one the agent may be
+    // starting (`bash -c "" bash PADDING`: the host's bash ends it at once, and the agent
+    // tries again on an EXEC, up to three times). An attempt can also show between fork
+    // and exec, or as a zombie until the agent reaps it, so the listing is taken until it
+    // settles: orphans left unreaped never do.
     const others = async (channel: number): Promise<Array<Array<string>>> => {
       const listing = await agent.run(channel, [[
         "cmd",
-        "ps -eo pid=,stat=,sid=,args= | awk -v me=$$ '$3 != me && !($4 == \"bash\" && $5 == \"-c\" && $6 == \"bash\" && NF == 6)'"
+        "ps -eo pid=,stat=,sid=,args= | awk -v me=$$ '$3 != me && $4 != \"v86box-fork-server\" && !($4 == \"bash\" && $5 == \"-c\" && $6 == \"bash\" && NF == 6)'"
       ]])
       return text(listing.stdout).trim().split("\n").map((line) => line.trim().split(/\s+/))
     }

@@ -689,6 +689,7 @@ static bool open_command_pipes(bool with_stdin, int stdout_pipe[2], int stderr_p
 
 static void receive_signal(struct channel *channel, uint32_t sig);
 static void command_exited(struct channel *channel, int status);
+static void read_server_replies(void);
 
 /*
  * The fork server.
@@ -721,6 +722,8 @@ static void command_exited(struct channel *channel, int status);
 /* How much of a command `ps` shows (the exec path's kernel shows a page at most too). */
 #define SERVER_CMDLINE_ROOM 4096
 #define SERVER_START_FAILURES 3
+/* How long READY waits for the server started at boot to say it is initialized. */
+#define SERVER_BOOT_WAIT_MS 10000
 #define EARLY_EXITS_MAX 32
 
 static int server_socket = -1; /* the agent's end: requests out, replies in */
@@ -772,6 +775,38 @@ out:
 	close_fd(&pair[0]);
 	close_fd(&pair[1]);
 	close_fd(&null_fd);
+}
+
+/*
+ * At boot, READY waits for the server: a command that came before it would take the
+ * exec path, a second bash starting while the server does (measured: the first command
+ * after a cold boot ran 9.5 M emulated instructions, ~0.9 s, instead of ~2.7 M). A
+ * server that exits (a bash without the patch) or stays silent does not hold READY up
+ * for longer than SERVER_BOOT_WAIT_MS.
+ */
+static void wait_for_fork_server(void)
+{
+	struct timespec start, now;
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	while (server_socket >= 0 && !server_ready) {
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		long waited = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
+		if (waited >= SERVER_BOOT_WAIT_MS)
+			return;
+		struct pollfd server = { .fd = server_socket, .events = POLLIN };
+		int ready = poll(&server, 1, (int)(SERVER_BOOT_WAIT_MS - waited));
+		if (ready < 0 && errno != EINTR)
+			return;
+		/* Its socket closed: the server exited; reaping it is the main loop's job. */
+		if (ready > 0 && (server.revents & (POLLHUP | POLLERR)) && !(server.revents & POLLIN))
+			return;
+		if (ready > 0) {
+			unsigned char peek;
+			if (recv(server_socket, &peek, 1, MSG_PEEK | MSG_DONTWAIT) == 0)
+				return;
+			read_server_replies();
+		}
+	}
 }
 
 static bool is_shell_name(const char *name, size_t len)
@@ -1160,7 +1195,15 @@ static void receive_signal(struct channel *channel, uint32_t sig)
 		channel->pending_signal = sig;
 		return;
 	}
-	if (kill(-channel->pid, (int)sig) < 0 && errno != ESRCH)
+	/*
+	 * No such group yet: the command's process has not reached its setsid (it makes its
+	 * own session first thing, before it can start anything else), so it is signalled
+	 * alone. A SIGNAL right behind the EXEC of a forked command lands here.
+	 */
+	int sent = kill(-channel->pid, (int)sig);
+	if (sent < 0 && errno == ESRCH)
+		sent = kill(channel->pid, (int)sig);
+	if (sent < 0 && errno != ESRCH)
 		send_error(0, "channel %u: signal %u: %s", channel->id, sig, strerror(errno));
 }
 
@@ -1719,6 +1762,7 @@ static _Noreturn void run_agent(const char *console_path, bool use_stdio)
 		setup_cgroups();
 	open_console(console_path, use_stdio);
 	start_fork_server();
+	wait_for_fork_server();
 	send_ready();
 	run_loop();
 }

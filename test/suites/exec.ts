@@ -103,6 +103,21 @@ export const execSuite = (it: Vitest.MethodsNonLive<V86Box, boolean>, driver: Su
       expect(left.stdout).toBe("status 1\n")
     }))
 
+  it.effect("a command killed as soon as it starts ends, with everything it started", () =>
+    Effect.gen(function*() {
+      const box = yield* V86Box
+      // The kill follows the start at once: the command's process may not have made its
+      // own process group yet (a forked command makes it first thing), and must die anyway.
+      const exitCode = yield* Effect.scoped(Effect.gen(function*() {
+        const process = yield* box.start("sleep 102 & sleep 102")
+        yield* process.kill("SIGKILL")
+        return yield* process.exitCode
+      }))
+      expect(exitCode).toBe(137)
+      const left = yield* box.exec("pgrep -f 'sleep 10[2]'; echo status $?")
+      expect(left.stdout).toBe("status 1\n")
+    }))
+
   it.effect("20 concurrent execs from 20 fibers are each correct", () =>
     Effect.gen(function*() {
       const box = yield* V86Box
