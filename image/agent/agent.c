@@ -202,14 +202,20 @@ static int write_text(const char *path, const char *text)
 }
 
 /* MemTotal from /proc/meminfo in KiB; 0 if unknown. */
+/* RAM the kernel can give out: MemTotal less the huge page pool (the fork server's code). */
 static unsigned long mem_total_kb(void)
 {
-	unsigned long kb = 0;
+	unsigned long kb = 0, value;
+	char line[128];
 	FILE *file = fopen("/proc/meminfo", "re");
 	if (!file)
 		return 0;
-	if (fscanf(file, "MemTotal: %lu kB", &kb) != 1)
-		kb = 0;
+	while (fgets(line, sizeof line, file)) {
+		if (sscanf(line, "MemTotal: %lu kB", &value) == 1)
+			kb += value;
+		else if (sscanf(line, "Hugetlb: %lu kB", &value) == 1)
+			kb -= value;
+	}
 	fclose(file);
 	return kb;
 }
