@@ -201,8 +201,8 @@ static int write_text(const char *path, const char *text)
 	return result;
 }
 
-/* MemTotal from /proc/meminfo in KiB; 0 if unknown. */
-/* RAM the kernel can give out: MemTotal less the huge page pool (the fork server's code). */
+/* RAM the kernel can give out, in KiB (0 if unknown): MemTotal less the huge page pool,
+ * which holds the fork server's code. */
 static unsigned long mem_total_kb(void)
 {
 	unsigned long kb = 0, value;
@@ -786,7 +786,7 @@ out:
 /*
  * At boot, READY waits for the server: a command that came before it would take the
  * exec path, a second bash starting while the server does (measured: the first command
- * after a cold boot ran 9.5 M emulated instructions, ~0.9 s, instead of ~2.7 M). A
+ * after a cold boot ran 9.5 M emulated instructions, ~0.9 s, instead of ~1.0 M). A
  * server that exits (a bash without the patch) or stays silent does not hold READY up
  * for longer than SERVER_BOOT_WAIT_MS.
  */
