@@ -164,9 +164,11 @@ update_lock() {
       mv "$f" "$CACHE/debs/"
     done
     # /usr/bin/bash is built from the source package of the bash .deb (see build_bash).
-    local bash_srcver dsc
-    bash_srcver=$(ls "$CACHE"/debs/bash_*_i386.deb | sort -V | tail -1 | xargs dpkg-deb -f | sed -n 's/^Source: bash (\(.*\))$/\1/p')
-    [ -n "$bash_srcver" ] || bash_srcver=$(ls "$CACHE"/debs/bash_*_i386.deb | sort -V | tail -1 | xargs dpkg-deb -f | sed -n 's/^Version: //p')
+    # (Its Source field names the source version when it differs from the .deb's own.)
+    local bash_deb bash_srcver dsc
+    bash_deb=$(ls "$CACHE"/debs/bash_*_i386.deb | sort -V | tail -1)
+    bash_srcver=$(dpkg-deb -f "$bash_deb" Source | sed -n 's/^bash (\(.*\))$/\1/p')
+    [ -n "$bash_srcver" ] || bash_srcver=$(dpkg-deb -f "$bash_deb" Version)
     dsc=$(download_source bash "$bash_srcver")
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' bash "$bash_srcver" source "$(sha256sum "$dsc" | cut -d' ' -f1)" bash "$bash_srcver" bash-source
   } > "$WORK/packages.lock"
