@@ -792,25 +792,20 @@ out:
  */
 static void wait_for_fork_server(void)
 {
-	struct timespec start, now;
-	clock_gettime(CLOCK_MONOTONIC, &start);
+	int64_t deadline = now_ms() + SERVER_BOOT_WAIT_MS;
 	while (server_socket >= 0 && !server_ready) {
-		clock_gettime(CLOCK_MONOTONIC, &now);
-		long waited = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
-		if (waited >= SERVER_BOOT_WAIT_MS)
+		int64_t left = deadline - now_ms();
+		if (left <= 0)
 			return;
 		struct pollfd server = { .fd = server_socket, .events = POLLIN };
-		int ready = poll(&server, 1, (int)(SERVER_BOOT_WAIT_MS - waited));
+		int ready = poll(&server, 1, (int)left);
 		if (ready < 0 && errno != EINTR)
 			return;
-		/* Its socket closed: the server exited; reaping it is the main loop's job. */
-		if (ready > 0 && (server.revents & (POLLHUP | POLLERR)) && !(server.revents & POLLIN))
-			return;
 		if (ready > 0) {
-			unsigned char peek;
-			if (recv(server_socket, &peek, 1, MSG_PEEK | MSG_DONTWAIT) == 0)
-				return;
 			read_server_replies();
+			/* Its socket closed: the server exited; reaping it is the main loop's job. */
+			if (server.revents & (POLLHUP | POLLERR))
+				return;
 		}
 	}
 }
