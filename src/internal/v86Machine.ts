@@ -10,6 +10,7 @@ import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import { createRequire } from "node:module"
+import { availableParallelism } from "node:os"
 import { Worker } from "node:worker_threads"
 import { MachineError } from "../Errors.ts"
 import type { Firmware } from "../Options.ts"
@@ -73,6 +74,16 @@ const WorkerMessage = Schema.Union(
 const isWorkerMessage = Schema.is(WorkerMessage)
 
 const workerUrl = new URL("./v86Worker.mjs", import.meta.url)
+/**
+ * Turns at the CPU for this process's emulators (cpuGate.mjs), shared by all its workers:
+ * at most one emulator per core runs, in turns of 100 ms, once it has run 20 ms since the
+ * guest last halted (a command's short burst runs at once). `V86BOX_CPU_GATE=off` lets
+ * the kernel's scheduler share the cores instead (for comparison; see docs/profiling.md).
+ */
+const cpuGate = process.env["V86BOX_CPU_GATE"] === "off"
+  ? undefined
+  : { memory: new SharedArrayBuffer(8), permits: availableParallelism(), turnMillis: 100, graceMillis: 20, stallMillis: 1000 }
+const workerOptions = { workerData: { cpuGate } }
 
 /** Emulator workers started in this process and not yet exited (tests check for leaks). */
 let runningWorkers = 0
@@ -319,7 +330,7 @@ let spare: { readonly worker: Worker; readonly forget: () => void } | undefined
 const prepareSpareWorker = () => {
   if (spare !== undefined) return
   try {
-    const worker = new Worker(workerUrl)
+    const worker = new Worker(workerUrl, workerOptions)
     worker.unref()
     // A spare that fails before it is used is forgotten; the next sandbox starts its own.
     const forget = () => {
@@ -386,7 +397,7 @@ const takeWorker = (resumesWith: string | undefined): { readonly worker: Worker;
   }
   const taken = spare
   spare = undefined
-  return { worker: taken === undefined ? new Worker(workerUrl) : claim(taken), reused: false }
+  return { worker: taken === undefined ? new Worker(workerUrl, workerOptions) : claim(taken), reused: false }
 }
 
 /** A kept worker, made a sandbox's: no longer forgotten when it fails, and referenced. */

@@ -27,11 +27,12 @@
 // (checked with a Schema on arrival, in v86Machine.ts)
 import { setFlagsFromString } from "node:v8"
 import { runInNewContext } from "node:vm"
-import { parentPort } from "node:worker_threads"
+import { parentPort, workerData } from "node:worker_threads"
 import V86 from "v86"
 import { directBoot } from "./directBoot.mjs"
 import { FileDisk } from "./fileDisk.mjs"
 import { deviceOptions, removeCdromDrive } from "./machineDevices.mjs"
+import { cpuGate } from "./cpuGate.mjs"
 import { compileGuestCodeSynchronously } from "./syncJit.mjs"
 
 const port = parentPort
@@ -54,6 +55,20 @@ const collectGarbage = (() => {
 const GUEST_BUFFER_BYTES = 4096
 /** Retry delay while the guest has no free receive buffer. */
 const INPUT_RETRY_MILLIS = 1
+
+/** Turns at the CPU with the process's other emulators (cpuGate.mjs), if v86Machine.ts gave it. */
+const gate = workerData?.cpuGate === undefined ? undefined : cpuGate(workerData.cpuGate.memory, workerData.cpuGate)
+
+/** Makes the emulator run its slices only in its turns, and hand its turn on when the guest halts. */
+const takeTurns = (cpu) => {
+  const runSlice = cpu.main_loop
+  cpu.main_loop = () => {
+    gate.enter()
+    const sleepMillis = runSlice()
+    if (cpu.in_hlt[0]) gate.leave()
+    return sleepMillis
+  }
+}
 
 let emulator
 /** The root disk: a file, read as the guest asks (src/internal/fileDisk.mjs). */
@@ -198,11 +213,13 @@ const boot = (config) => {
     const cpu = emulator.v86.cpu
     removeCdromDrive(cpu)
     compileGuestCodeSynchronously(cpu)
+    if (gate !== undefined) takeTurns(cpu)
     // A saved state is restored by `resume` once v86 has loaded, not as `initial_state`.
     if (state !== undefined) return void resume(state)
     direct?.prepare(cpu)
     emulator.run()
   })
+  emulator.add_listener("emulator-stopped", () => gate?.leave())
   emulator.add_listener("emulator-started", () => {
     port.postMessage({ _tag: "started" })
     // Booted or restored: the kernel is in guest memory now. v86's loader keeps the
