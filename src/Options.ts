@@ -325,6 +325,9 @@ export const decodeExecOptions = (
   command: unknown,
   options: ExecOptions | undefined
 ): Effect.Effect<DecodedExecOptions, InvalidOptions> => {
+  // The common call, `exec(command)`: nothing to decode (Schema's decoder costs more
+  // than the rest of a command's host-side work).
+  if (options === undefined && typeof command === "string" && !command.includes("\0")) return noExecOptions
   const { stdin, ...data } = options ?? {}
   return Effect.gen(function*() {
     const issues: Array<string> = []
@@ -346,6 +349,16 @@ export const decodeExecOptions = (
     }
   })
 }
+
+/** What decoding no exec options gives. */
+const noExecOptions: Effect.Effect<DecodedExecOptions> = Effect.succeed({
+  timeout: undefined,
+  maxOutputBytes: undefined,
+  stdin: undefined,
+  env: undefined,
+  cwd: undefined,
+  uid: userIds.root
+})
 
 const isStdinInput = (input: unknown): input is StdinInput =>
   typeof input === "string" || input instanceof Uint8Array || (typeof input === "object" && input !== null && Stream.StreamTypeId in input)
