@@ -110,6 +110,25 @@ install_tools() {
 }
 install_tools
 
+# bash is built natively for i686 (build_bash: its configure must run its probes), so
+# this host must run i386 programs. A kernel without IA32 emulation (some VMs) cannot:
+# then qemu's user-mode i386 emulator is registered with binfmt_misc to run them.
+ensure_i386_runs() {
+  local probe="$CACHE/i386-probe"
+  mkdir -p "$CACHE"
+  printf 'int main(void){return 0;}\n' | gcc -m32 -static -x c -o "$probe" - || die "gcc -m32 cannot build i386 programs"
+  "$probe" 2>/dev/null && return 0
+  log "this kernel does not run i386 programs: registering qemu-i386 with binfmt_misc"
+  dpkg-query -W -f='${Status}' qemu-user-static 2>/dev/null | grep -q "install ok installed" ||
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-user-static >/dev/null
+  [ -e /proc/sys/fs/binfmt_misc/register ] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+  [ -e /proc/sys/fs/binfmt_misc/qemu-i386 ] ||
+    printf '%s' ':qemu-i386:M::\x7fELF\x01\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\x03\x00:\xff\xff\xff\xff\xff\xfe\xfe\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff:/usr/bin/qemu-i386-static:F' \
+      > /proc/sys/fs/binfmt_misc/register
+  "$probe" || die "cannot run i386 programs, even through qemu-i386 (binfmt_misc): bash's build needs to"
+}
+ensure_i386_runs
+
 # --- the lock: package version arch sha256 source sourceVersion role ------------------
 # role: rootfs (unpacked into the guest), kernel (linux-source), bios (seabios),
 # bash-source (the .dsc of the bash that build_bash builds; sha256 is the .dsc's).
