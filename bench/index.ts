@@ -226,10 +226,11 @@ const poolScaling = (sizes: ReadonlyArray<number>) =>
       // Let the workers finish what a resume leaves to do (and collect its garbage).
       yield* Effect.sleep("3 seconds")
       const rssPerSandboxMB = (process.memoryUsage().rss - rssBefore) / size / 1e6
-      // A warm-up round: v86 compiles the loop's guest code in each sandbox.
-      yield* allAtOnce(cpuJob)
       pools.push({ size, allAtOnce, rssPerSandboxMB, busyMs: 0 })
     }
+    // A warm-up round each (v86 compiles the loop's guest code in each sandbox), once all
+    // are started: a job's memory is no idle sandbox's.
+    for (const pool of pools) yield* pool.allAtOnce(cpuJob)
     for (let round = 0; round < poolRounds; round++) {
       for (const pool of pools) {
         const start = performance.now()
