@@ -206,13 +206,13 @@ const v86boxWarm = () =>
   }).pipe(Effect.provide(V86Box.layer(patient)))))
 
 /**
- * Throughput of 1, 2 and 4 sandboxes: a pool of each size (`mode: "reuse"`), all started
- * before any is measured; then `poolRounds` cycles of one round per pool, where a round
- * runs N CPU-bound jobs at once. The sizes take turns round by round so that the host's
- * drift (other tenants come and go within a minute) moves all three alike. Jobs per
- * second of each size over its rounds; with 1 this is one sandbox's speed. Also the host
- * RSS each idle sandbox adds (the process's RSS with the pool's sandboxes up and idle,
- * minus before it started, over N), taken as each pool starts, before any job ran.
+ * Throughput of pools of the given sizes (`mode: "reuse"`), all started before any is
+ * measured; then `poolRounds` cycles of one round per pool, where a round runs N
+ * CPU-bound jobs at once. The sizes take turns round by round so that the host's drift
+ * (other tenants come and go within a minute) moves them alike. Jobs per second of each
+ * size over its rounds, in the order given; with 1 this is one sandbox's speed. Also the
+ * host RSS each idle sandbox adds (the process's RSS with the pool's sandboxes up and
+ * idle, minus before it started, over N), taken as each pool starts, before any job ran.
  */
 const poolScaling = (sizes: ReadonlyArray<number>) =>
   Effect.runPromise(Effect.scoped(Effect.gen(function*() {
@@ -311,7 +311,9 @@ const main = async () => {
   await dropKeptEmulators()
   // The host's own scaling right before the pool's: a busy hypervisor moves both.
   const hostScalingFactor = await hostScaling()
-  const pools = await poolScaling([1, 2, 4])
+  // The biggest pool starts first: its RSS is the table's, taken before other pools'
+  // idle sandboxes are there to grow beside it.
+  const pools = (await poolScaling([4, 2, 1])).reverse()
   const cold = await v86boxStart({ warmStart: false }, { newEmulator: true })
   const warmStart = await v86boxStart({ standby: false }, { newEmulator: true })
   const recycled = await v86boxStart({ standby: false })
