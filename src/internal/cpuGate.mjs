@@ -5,8 +5,8 @@
 // kernel switches between them every few milliseconds and each one finds the caches full
 // of another's data: 4 busy sandboxes on 2 cores ran ~100 M emulated instructions per
 // second each, 400 in all, where 1 alone ran 270 and 2 at once ~250 each. Taking turns
-// of tens of milliseconds instead, at most one emulator per core at a time, keeps each
-// one's data in the caches for most of its turn.
+// of ~100 ms instead, at most one emulator per core at a time, keeps each one's data in
+// the caches for most of its turn (docs/profiling.md: shorter turns gained nothing).
 //
 // The gate is a ticket queue in memory shared by all the workers of the process (made by
 // v86Machine.ts): a worker takes a ticket when its emulator has work, runs once fewer
@@ -66,19 +66,18 @@ export const cpuGate = (memory, { permits, turnMillis, graceMillis, stallMillis 
   return {
     /** Before the emulator runs a slice: waits for a turn unless it holds one that is not over. */
     enter() {
-      if (!holding) {
-        const now = performance.now()
-        busySince ??= now
-        if (now - busySince < graceMillis) return
-      }
+      const now = performance.now()
       if (holding) {
-        const now = performance.now()
         if (now - turnStart < turnMillis) return
+        // Turn over: keep running if no one waits, else go to the back of the queue.
         if (outstanding() <= permits) {
           turnStart = now
           return
         }
         handOn()
+      } else {
+        busySince ??= now
+        if (now - busySince < graceMillis) return
       }
       takeTurn()
     },
