@@ -76,13 +76,15 @@ const isWorkerMessage = Schema.is(WorkerMessage)
 const workerUrl = new URL("./v86Worker.mjs", import.meta.url)
 /**
  * Turns at the CPU for this process's emulators (cpuGate.mjs), shared by all its workers:
- * at most one emulator per core runs, in turns of 100 ms, once it has run 20 ms since the
- * guest last halted (a command's short burst runs at once). `V86BOX_CPU_GATE=off` lets
+ * at most one emulator per core runs, in turns of 100 ms, once it has run 100 ms since the
+ * guest last halted (a command's short burst runs at once: with 20 ms, an `exec("true")`
+ * beside 4 busy sandboxes on 2 cores often outran it and queued, p90 ~200 ms; with 100,
+ * p90 41-61 ms, where without turns it is ~80). `V86BOX_CPU_GATE=off` lets
  * the kernel's scheduler share the cores instead (for comparison; see docs/profiling.md).
  */
 const cpuGate = process.env["V86BOX_CPU_GATE"] === "off"
   ? undefined
-  : { memory: new SharedArrayBuffer(8), permits: availableParallelism(), turnMillis: 100, graceMillis: 20, stallMillis: 1000 }
+  : { memory: new SharedArrayBuffer(8), permits: availableParallelism(), turnMillis: 100, graceMillis: 100, stallMillis: 1000 }
 /**
  * An emulator thread allocates little once its machine runs, but V8 gives each thread a
  * young generation of up to 32 MB, and an idle sandbox's garbage grows into it: 4 MB
