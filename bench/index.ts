@@ -168,25 +168,22 @@ const megabytesPerSecond = (bytes: number, startedAt: number) => bytes / 1e6 / (
 const v86boxWarm = () =>
   Effect.runPromise(Effect.scoped(Effect.gen(function*() {
     const box = yield* V86Box
-    for (let warm = 0; warm < 10; warm++) yield* box.exec("true")
-    const latencies: Array<number> = []
-    for (let run = 0; run < execRuns; run++) {
+    const execTrue = Effect.gen(function*() {
       const start = performance.now()
       yield* box.exec("true")
-      latencies.push(performance.now() - start)
-    }
+      return performance.now() - start
+    })
+    const warmUp = 10
+    yield* Effect.repeatN(execTrue, warmUp - 1)
+    const latencies = yield* Effect.replicateEffect(execTrue, execRuns)
 
-    // The same sandbox once it has run `longLivedCommands` in all: v86 compiles a guest
-    // page only after it ran ~200,000 instructions interpreted, and a command's path
-    // spreads over hundreds of pages, so commands keep getting faster for hundreds of
-    // commands (docs/profiling.md). What a long-lived sandbox (an agent's session) sees.
-    for (let command = 10 + 2 * execRuns; command < longLivedCommands; command++) yield* box.exec("true")
-    const longLived: Array<number> = []
-    for (let run = 0; run < execRuns; run++) {
-      const start = performance.now()
-      yield* box.exec("true")
-      longLived.push(performance.now() - start)
-    }
+    // The same sandbox, `execRuns` more that end at its `longLivedCommands`th command: v86
+    // compiles a guest page only after it ran ~200,000 instructions interpreted, and a
+    // command's path spreads over hundreds of pages, so commands keep getting faster for
+    // hundreds of commands (docs/profiling.md). What a long-lived sandbox (an agent's
+    // session) sees.
+    yield* Effect.repeatN(execTrue, longLivedCommands - warmUp - 2 * execRuns - 1)
+    const longLived = yield* Effect.replicateEffect(execTrue, execRuns)
 
     let start = performance.now()
     const process = yield* box.start(`head -c ${stdoutBytes} /dev/zero`)

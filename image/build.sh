@@ -84,10 +84,11 @@ trap 'rm -rf "$WORK"' EXIT
 
 # --- build tools ---------------------------------------------------------------------
 HOST_TOOLS=(build-essential bc flex bison libelf-dev libssl-dev gcc-multilib cpio xz-utils gzip zstd squashfs-tools dpkg-dev nodejs)
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 install_tools() {
   local missing=() p
   for p in "${HOST_TOOLS[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    installed "$p" || missing+=("$p")
   done
   local need_update=0
   if ! dpkg --print-foreign-architectures | grep -qx i386; then
@@ -119,7 +120,7 @@ ensure_i386_runs() {
   printf 'int main(void){return 0;}\n' | gcc -m32 -static -x c -o "$probe" - || die "gcc -m32 cannot build i386 programs"
   "$probe" 2>/dev/null && return 0
   log "this kernel does not run i386 programs: registering qemu-i386 with binfmt_misc"
-  dpkg-query -W -f='${Status}' qemu-user-static 2>/dev/null | grep -q "install ok installed" ||
+  installed qemu-user-static ||
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-user-static >/dev/null
   [ -e /proc/sys/fs/binfmt_misc/register ] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
   [ -e /proc/sys/fs/binfmt_misc/qemu-i386 ] ||

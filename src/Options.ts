@@ -324,10 +324,17 @@ const userIds: Record<"root" | "user", number> = { root: 0, user: 1000 }
 export const decodeExecOptions = (
   command: unknown,
   options: ExecOptions | undefined
-): Effect.Effect<DecodedExecOptions, InvalidOptions> => {
+): Effect.Effect<DecodedExecOptions, InvalidOptions> =>
   // The common call, `exec(command)`: nothing to decode (Schema's decoder took ~80 µs of
   // the ~300 µs of host-side work per exec, measured with a fake agent).
-  if (options === undefined && typeof command === "string" && !command.includes("\0")) return noExecOptions
+  options === undefined && typeof command === "string" && !command.includes("\0")
+    ? noExecOptions
+    : decodeAllExecOptions(command, options)
+
+const decodeAllExecOptions = (
+  command: unknown,
+  options: ExecOptions | undefined
+): Effect.Effect<DecodedExecOptions, InvalidOptions> => {
   const { stdin, ...data } = options ?? {}
   return Effect.gen(function*() {
     const issues: Array<string> = []
@@ -350,15 +357,10 @@ export const decodeExecOptions = (
   })
 }
 
-/** What decoding no exec options gives. */
-const noExecOptions: Effect.Effect<DecodedExecOptions> = Effect.succeed({
-  timeout: undefined,
-  maxOutputBytes: undefined,
-  stdin: undefined,
-  env: undefined,
-  cwd: undefined,
-  uid: userIds.root
-})
+/** What decoding no exec options gives: decoded once, so it cannot drift from the decoder. */
+const noExecOptions: Effect.Effect<DecodedExecOptions> = Effect.succeed(
+  Effect.runSync(decodeAllExecOptions("", undefined))
+)
 
 const isStdinInput = (input: unknown): input is StdinInput =>
   typeof input === "string" || input instanceof Uint8Array || (typeof input === "object" && input !== null && Stream.StreamTypeId in input)
