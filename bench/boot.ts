@@ -22,8 +22,10 @@
  *                      instructions (millions) at each line's arrival
  *   --no-timeline      skip the extra loglevel=8 boot that prints the kernel timeline
  *   --firmware F       "direct" (default, as the SDK boots: no BIOS) or "seabios"
- *   --async-jit        leave v86's asynchronous JIT compilation as it is (the SDK
- *                      compiles synchronously: src/internal/syncJit.mjs)
+ *   --jit HOW          how guest code modules get compiled: "thread" (default, as the SDK
+ *                      does: optimized, on the compiler thread, src/internal/guestCode.mjs),
+ *                      "here" (on the emulator's thread, V8's defaults) or "v86" (v86's own
+ *                      asynchronous compile)
  */
 import { readFileSync, statSync } from "node:fs"
 import { createRequire } from "node:module"
@@ -35,7 +37,8 @@ import { directBoot } from "../src/internal/directBoot.mjs"
 import { FileDisk } from "../src/internal/fileDisk.mjs"
 import { deviceOptions, removeCdromDrive } from "../src/internal/machineDevices.mjs"
 import { bundledRootDiskPath } from "./lib/rootDisk.ts"
-import { compileGuestCodeSynchronously } from "../src/internal/syncJit.mjs"
+import { compileGuestCodeOffThread, compileGuestCodeSynchronously } from "../src/internal/guestCode.mjs"
+import * as GuestCodeCompiler from "../src/internal/guestCodeCompiler.ts"
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..")
 const assets = join(root, "assets")
@@ -61,9 +64,11 @@ const { values: opt } = parseArgs({
     "no-timeline": { type: "boolean", default: false },
     trace: { type: "boolean", default: false },
     firmware: { type: "string", default: "direct" },
-    "async-jit": { type: "boolean", default: false }
+    jit: { type: "string", default: "thread" }
   }
 })
+
+if (!["thread", "here", "v86"].includes(opt.jit)) throw new Error(`--jit: "thread", "here" or "v86", not "${opt.jit}"`)
 
 interface Manifest {
   memoryMB: number
@@ -174,7 +179,11 @@ const bootOnce = (cmdline: string): Promise<BootResult> =>
     emulator.add_listener("emulator-loaded", () => {
       const cpu = (emulator as unknown as { v86: { cpu: any } }).v86.cpu
       removeCdromDrive(cpu)
-      if (!opt["async-jit"]) compileGuestCodeSynchronously(cpu)
+      const compiler = opt.jit === "thread" ? GuestCodeCompiler.connect() : undefined
+      if (compiler !== undefined) {
+        compileGuestCodeOffThread(cpu, compiler)
+        compiler.unref()
+      } else if (opt.jit !== "v86") compileGuestCodeSynchronously(cpu)
       direct?.prepare(cpu)
       watchHalts((emulator as unknown as { v86: HaltWatch }).v86)
       emulator.run()
@@ -318,7 +327,7 @@ const phases = (r: BootResult) => {
 }
 
 const main = async () => {
-  console.log(`v86 boot bench (firmware ${opt.firmware}, ${opt["async-jit"] ? "asynchronous" : "synchronous"} JIT compilation): ${runs} cold boots, ${memoryMB} MiB, initrd ${images.initrd ? `${images.initrd.byteLength} B` : "none"}${images.hda ? `, hda ${images.hda.byteLength} B` : ""}`)
+  console.log(`v86 boot bench (firmware ${opt.firmware}, guest code compiled ${({ thread: "on the compiler thread", here: "on the emulator thread", v86: "by v86" } as Record<string, string>)[opt.jit] ?? "?"}): ${runs} cold boots, ${memoryMB} MiB, initrd ${images.initrd ? `${images.initrd.byteLength} B` : "none"}${images.hda ? `, hda ${images.hda.byteLength} B` : ""}`)
   console.log(`cmdline: ${cmdline}`)
   const results: BootResult[] = []
   for (let i = 0; i < runs; i++) {

@@ -15,6 +15,7 @@ import { Worker } from "node:worker_threads"
 import { MachineError } from "../Errors.ts"
 import type { Firmware } from "../Options.ts"
 import { ConsoleTail, fatalKernelMessage, type Machine } from "./machine.ts"
+import * as GuestCodeCompiler from "./guestCodeCompiler.ts"
 import { errorReply, tagOf } from "./ninePWire.ts"
 import type { RootDisk } from "../Assets.ts"
 
@@ -129,6 +130,8 @@ export const makeDetachable = (config: V86MachineConfig): Effect.Effect<Detached
     resumes: config.initialState !== undefined
   }), ({ adopt, machine, reused, worker }) => {
     const state = config.initialState === undefined ? undefined : ownedBuffer(config.initialState)
+    // A recycled emulator keeps the port it was given.
+    const compiler = reused ? undefined : GuestCodeCompiler.connect()
     worker.postMessage({
       type: "boot",
       config: {
@@ -142,9 +145,10 @@ export const makeDetachable = (config: V86MachineConfig): Effect.Effect<Detached
         cmdline: config.cmdline,
         memoryMB: config.memoryMB,
         initialState: state,
-        reuse: reused
+        reuse: reused,
+        compiler
       }
-    }, state === undefined ? [] : [state.buffer])
+    }, [...(state === undefined ? [] : [state.buffer]), ...(compiler === undefined ? [] : [compiler])])
     return { machine, adopt }
   })
 
@@ -419,7 +423,8 @@ const claim = (kept: { readonly worker: Worker; readonly forget: () => void }): 
 const stopWorker = (worker: Worker, stopped: Deferred.Deferred<void>) =>
   Effect.gen(function*() {
     yield* Effect.sync(() => worker.postMessage({ type: "stop" }))
-    const finished = yield* Deferred.await(stopped).pipe(Effect.timeoutOption(stopGrace))
+    // Interruptible, or the timeout could not end the wait inside a release.
+    const finished = yield* Deferred.await(stopped).pipe(Effect.interruptible, Effect.timeoutOption(stopGrace))
     yield* Effect.promise(() => worker.terminate())
     if (Option.isNone(finished)) yield* Effect.logWarning("v86box: the emulator did not stop in time; its worker was terminated")
   })

@@ -4,11 +4,13 @@
 //
 // Messages in (from src/internal/v86Machine.ts):
 //   { type: "boot", config }   config: { wasm, firmware, bios, vgaBios, kernel, initrd, rootfs,
-//                                        cmdline, memoryMB, initialState, reuse }
+//                                        cmdline, memoryMB, initialState, reuse, compiler }
 //                              (ArrayBuffers / Module; the BIOS images only with firmware "seabios";
 //                              rootfs: { path, byteLength }, the root disk's file, read as needed)
 //                              with reuse, initialState goes into the paused emulator this worker
-//                              already has (see "Recycled emulators" below)
+//                              already has (see "Recycled emulators" below); compiler: a
+//                              MessagePort to the guest-code compiler thread (guestCode.mjs),
+//                              given to a new emulator only
 //   { type: "pause" }          stop the emulator and drop its pending input and output: its
 //                              sandbox is gone, the emulator waits for a "boot" with reuse
 //   { type: "input", bytes }   bytes for the agent console (guest /dev/hvc0)
@@ -33,7 +35,7 @@ import { directBoot } from "./directBoot.mjs"
 import { FileDisk } from "./fileDisk.mjs"
 import { deviceOptions, removeCdromDrive } from "./machineDevices.mjs"
 import { cpuGate } from "./cpuGate.mjs"
-import { compileGuestCodeSynchronously } from "./syncJit.mjs"
+import { compileGuestCodeOffThread, compileGuestCodeSynchronously } from "./guestCode.mjs"
 
 const port = parentPort
 if (port === null) throw new Error("v86Worker.mjs must run in a worker thread")
@@ -73,6 +75,8 @@ const takeTurns = (cpu) => {
 let emulator
 /** The root disk: a file, read as the guest asks (src/internal/fileDisk.mjs). */
 let rootDisk
+/** This emulator's port to the guest-code compiler thread: open, it keeps this thread alive. */
+let compiler
 /** v86's reply callbacks of the 9P requests the caller has not answered yet. */
 const fileReplies = new Map()
 let nextFileRequest = 1
@@ -157,8 +161,11 @@ const boot = (config) => {
     emulator = undefined
     rootDisk?.close()
     rootDisk = undefined
+    compiler?.close()
+    compiler = undefined
     return void Promise.resolve(old.destroy()).catch(() => undefined).then(() => boot(config))
   }
+  compiler = config.compiler
   // v86 keeps `options` (and so this function) for the emulator's life: what it holds
   // must not include the images, which are needed only until the machine runs.
   const wasm = config.wasm
@@ -219,7 +226,8 @@ const boot = (config) => {
   emulator.add_listener("emulator-loaded", () => {
     const cpu = emulator.v86.cpu
     removeCdromDrive(cpu)
-    compileGuestCodeSynchronously(cpu)
+    if (compiler !== undefined) compileGuestCodeOffThread(cpu, compiler)
+    else compileGuestCodeSynchronously(cpu)
     if (gate !== undefined) takeTurns(cpu)
     // A saved state is restored by `resume` once v86 has loaded, not as `initial_state`.
     if (state !== undefined) return void resume(state)
@@ -367,6 +375,7 @@ const stop = async () => {
     await emulator?.destroy()
   } finally {
     rootDisk?.close()
+    compiler?.close()
     port.postMessage({ _tag: "stopped" })
     port.close()
   }

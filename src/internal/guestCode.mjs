@@ -1,0 +1,76 @@
+// How the guest code v86's JIT generates becomes code that runs. Plain JavaScript: the
+// emulator's worker imports it (and bench/boot.ts, to boot the way the SDK does).
+//
+// v86 compiles a hot guest page to a small WebAssembly module and hands its bytes to
+// `cpu.codegen_finalize`; the page is interpreted until `codegen_finalize_finished` says
+// the module is in the table. v86's own version compiles it with the asynchronous
+// `WebAssembly.instantiate`, which V8 compiles with Liftoff, its baseline compiler,
+// and which settles late on this thread, which v86 keeps busy.
+//
+// Measured (docs/profiling.md, session 11): v86's modules are one big function each
+// (8-210 KB), and Liftoff's code for them runs no faster than v86's interpreter; only
+// V8's optimizing compiler (TurboFan, 30-300 ms per module) makes them fast, and V8
+// tiers a module up only after it has run for a while, on threads the emulators compete
+// with. So the modules are compiled optimized, once, by a compiler thread
+// (guestCodeCompilerThread.mjs), while the emulator goes on interpreting the page.
+
+const JIT_TABLE_OFFSET = 1024 // v86's WASM_TABLE_OFFSET (src/const.js)
+
+/** Puts a compiled module where v86 calls it and tells v86 the page's code is there. */
+const install = (cpu, job, module) => {
+  const instance = new WebAssembly.Instance(module, { e: cpu.jit_imports })
+  cpu.wm.wasm_table.set(job.tableIndex + JIT_TABLE_OFFSET, instance.exports.f)
+  cpu.codegen_finalize_finished(job.tableIndex, job.start, job.stateFlags)
+}
+
+/** The module's bytes, copied out of v86's memory (its buffer is reused). */
+const codeOf = (cpu, pointer, length) => new Uint8Array(cpu.wasm_memory.buffer, pointer >>> 0, length >>> 0).slice()
+
+/**
+ * Compiles each module here and now, with V8's defaults, and installs it from a
+ * microtask: v86 holds its JIT state while it calls `codegen_finalize` and cannot take
+ * the "finished" call re-entrantly (its own SYNC_COMPILATION switch does that and
+ * panics). The fallback when there is no compiler thread.
+ */
+export const compileGuestCodeSynchronously = (cpu) => {
+  cpu.codegen_finalize = function(tableIndex, start, stateFlags, pointer, length) {
+    const module = new WebAssembly.Module(codeOf(this, pointer, length))
+    queueMicrotask(() => install(this, { tableIndex, start, stateFlags }, module))
+  }
+}
+
+/**
+ * Sends each module to the compiler thread at the other end of `port` and installs what
+ * comes back; the page runs interpreted meanwhile. If the compiler thread goes away, the
+ * modules it still had, and all later ones, are compiled here (as above).
+ */
+export const compileGuestCodeOffThread = (cpu, port) => {
+  /** Modules sent and not back yet, by request id: the job and its bytes (for the fallback). */
+  const waiting = new Map()
+  let nextId = 1
+  let compiler = port
+  const compileHere = (job, code) => install(cpu, job, new WebAssembly.Module(code))
+
+  cpu.codegen_finalize = function(tableIndex, start, stateFlags, pointer, length) {
+    const job = { tableIndex, start, stateFlags }
+    const code = codeOf(this, pointer, length)
+    if (compiler === undefined) return void queueMicrotask(() => compileHere(job, code))
+    const id = nextId++
+    waiting.set(id, { job, code })
+    compiler.postMessage({ id, code })
+  }
+
+  port.on("message", ({ id, module, error }) => {
+    const request = waiting.get(id)
+    if (request === undefined) return
+    waiting.delete(id)
+    if (error !== undefined) throw new Error(`V8 rejected guest code v86 generated: ${error}`)
+    install(cpu, request.job, module)
+  })
+  port.on("close", () => {
+    compiler = undefined
+    const left = [...waiting.values()]
+    waiting.clear()
+    for (const { job, code } of left) compileHere(job, code)
+  })
+}
