@@ -23,7 +23,7 @@
  *   --no-timeline      skip the extra loglevel=8 boot that prints the kernel timeline
  *   --firmware F       "direct" (default, as the SDK boots: no BIOS) or "seabios"
  *   --jit HOW          how guest code modules get compiled: "thread" (default, as the SDK
- *                      does: optimized, on the compiler thread, src/internal/guestCode.mjs),
+ *                      does: optimized, on a compiler thread, src/internal/guestCode.mjs),
  *                      "here" (on the emulator's thread, V8's defaults) or "v86" (v86's own
  *                      asynchronous compile)
  */

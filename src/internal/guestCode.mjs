@@ -11,8 +11,8 @@
 // (8-210 KB), and Liftoff's code for them runs no faster than v86's interpreter; only
 // V8's optimizing compiler (TurboFan, 30-300 ms per module) makes them fast, and V8
 // tiers a module up only after it has run for a while, on threads the emulators compete
-// with. So the modules are compiled optimized, once, by a compiler thread
-// (guestCodeCompilerThread.mjs), while the emulator goes on interpreting the page.
+// with. So the modules are compiled optimized, once, by one of the process's compiler
+// threads (guestCodeCompilerThread.mjs), while the emulator goes on interpreting the page.
 
 const JIT_TABLE_OFFSET = 1024 // v86's WASM_TABLE_OFFSET (src/const.js)
 

@@ -1,6 +1,7 @@
 /**
  * The process's guest-code compiler threads (guestCodeCompilerThread.mjs), started as
- * emulators ask for them and shared by all: each emulator thread gets a port to one. Why a thread of its own: src/internal/guestCode.mjs.
+ * emulators ask for them and shared by all: each emulator thread gets a port to one.
+ * Why threads of their own: src/internal/guestCode.mjs.
  */
 import { availableParallelism } from "node:os"
 import { MessageChannel, type MessagePort, Worker } from "node:worker_threads"

@@ -1,6 +1,7 @@
-// The guest-code compiler thread: one per process, shared by its emulator threads, which
-// send it the WebAssembly modules v86's JIT generates (guestCode.mjs) and get them back
-// compiled with V8's optimizing compiler. Started by guestCodeCompiler.ts.
+// A guest-code compiler thread: one per core in a process, each serving the emulator
+// threads given to it, which send it the WebAssembly modules v86's JIT generates
+// (guestCode.mjs) and get them back compiled with V8's optimizing compiler. Started by
+// guestCodeCompiler.ts.
 //
 // Messages in: { port } from the parent: a MessagePort of one emulator thread, whose
 // messages are { id, code } (a module's bytes), answered { id, module } or { id, error }.

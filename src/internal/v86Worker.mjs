@@ -9,7 +9,7 @@
 //                              rootfs: { path, byteLength }, the root disk's file, read as needed)
 //                              with reuse, initialState goes into the paused emulator this worker
 //                              already has (see "Recycled emulators" below); compiler: a
-//                              MessagePort to the guest-code compiler thread (guestCode.mjs),
+//                              MessagePort to a guest-code compiler thread (guestCode.mjs),
 //                              given to a new emulator only
 //   { type: "pause" }          stop the emulator and drop its pending input and output: its
 //                              sandbox is gone, the emulator waits for a "boot" with reuse
@@ -75,7 +75,7 @@ const takeTurns = (cpu) => {
 let emulator
 /** The root disk: a file, read as the guest asks (src/internal/fileDisk.mjs). */
 let rootDisk
-/** This emulator's port to the guest-code compiler thread: open, it keeps this thread alive. */
+/** This emulator's port to its guest-code compiler thread: open, it keeps this thread alive. */
 let compiler
 /** v86's reply callbacks of the 9P requests the caller has not answered yet. */
 const fileReplies = new Map()
