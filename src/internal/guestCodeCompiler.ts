@@ -7,8 +7,12 @@ import { availableParallelism } from "node:os"
 import { MessageChannel, type MessagePort, Worker } from "node:worker_threads"
 
 const threadUrl = new URL("./guestCodeCompilerThread.mjs", import.meta.url)
-/** Modules compiled by this process's compiler threads, counted by the threads themselves. */
-const compiled = new Int32Array(new SharedArrayBuffer(4))
+/**
+ * Memory the compiler threads share (guestCodeCompilerThread.mjs): [0] modules compiled,
+ * counted by the threads themselves; [1] and [2] the lock and count that keep V8's
+ * flags right while several compile at once.
+ */
+const shared = new Int32Array(new SharedArrayBuffer(3 * 4))
 
 /**
  * As many threads as cores, each serving the emulators given to it: the emulators of a
@@ -23,7 +27,7 @@ let nextThread = 0
 const running = (slot: number): Worker => {
   const existing = threads[slot]
   if (existing !== undefined) return existing
-  const started = new Worker(threadUrl, { workerData: { compiled } })
+  const started = new Worker(threadUrl, { workerData: { shared } })
   // It never keeps the process alive, and one that failed is replaced by the next `connect`.
   started.unref()
   const forget = () => {
@@ -50,7 +54,7 @@ export const connect = (): MessagePort | undefined => {
 }
 
 /** Guest-code modules compiled off the emulator threads in this process so far (tests). */
-export const compiledCount = (): number => Atomics.load(compiled, 0)
+export const compiledCount = (): number => Atomics.load(shared, 0)
 
 /** Test hook, not public API: ends the compiler threads as a crash would. */
 export const stopForTesting = async (): Promise<void> => {

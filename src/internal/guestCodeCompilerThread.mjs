@@ -5,16 +5,18 @@
 //
 // Messages in: { port } from the parent: a MessagePort of one emulator thread, whose
 // messages are { id, code } (a module's bytes), answered { id, module } or { id, error }.
-// workerData.compiled: an Int32Array over shared memory, [0] counts modules compiled.
+// workerData.shared: an Int32Array over memory the process's compiler threads share (below).
 import { setFlagsFromString } from "node:v8"
 import { parentPort, workerData } from "node:worker_threads"
 
 /**
  * V8 chooses its compiler from process-wide flags, and with its defaults a module is
- * compiled by Liftoff, function by function, as first called. For the moment of one
- * synchronous compile this thread asks for TurboFan and for all of it at once, then puts
- * back what the process started with. Another thread compiling WebAssembly in that
- * moment gets optimized code too: slower to make, never wrong.
+ * compiled by Liftoff, function by function, as first called. While any compiler thread
+ * compiles, the flags ask for TurboFan and for all of a module at once; when the last
+ * one is done they go back to what the process started with. (Each thread setting and
+ * resetting them around its own compile would reset them under another thread's compile.)
+ * Another thread compiling WebAssembly meanwhile gets optimized code too: slower to make,
+ * never wrong.
  */
 const startedWith = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? "").split(/\s+/)]
 const optimizing = "--no-liftoff --no-wasm-lazy-compilation"
@@ -23,23 +25,47 @@ const asStarted = [
   startedWith.includes("--no-wasm-lazy-compilation") ? "--no-wasm-lazy-compilation" : "--wasm-lazy-compilation"
 ].join(" ")
 
-const compileOptimized = (code) => {
-  setFlagsFromString(optimizing)
+/** Shared by the process's compiler threads: [modules compiled, flags lock, threads compiling]. */
+const shared = workerData.shared
+const COMPILED = 0
+const LOCK = 1
+const COMPILING = 2
+
+/**
+ * Runs `change` holding the flags lock. A thread ended while holding it (a crash) would
+ * hold it forever: after a second of waiting the lock is taken anyway.
+ */
+const withFlagsLock = (change) => {
+  const giveUpAt = Date.now() + 1000
+  while (Atomics.compareExchange(shared, LOCK, 0, 1) !== 0 && Date.now() < giveUpAt) Atomics.wait(shared, LOCK, 1, 1)
+  Atomics.store(shared, LOCK, 1)
   try {
-    return new WebAssembly.Module(code)
+    change()
   } finally {
-    setFlagsFromString(asStarted)
+    Atomics.store(shared, LOCK, 0)
+    Atomics.notify(shared, LOCK, 1)
   }
 }
 
-const compiled = workerData?.compiled
+const compileOptimized = (code) => {
+  withFlagsLock(() => {
+    if (Atomics.add(shared, COMPILING, 1) === 0) setFlagsFromString(optimizing)
+  })
+  try {
+    return new WebAssembly.Module(code)
+  } finally {
+    withFlagsLock(() => {
+      if (Atomics.sub(shared, COMPILING, 1) === 1) setFlagsFromString(asStarted)
+    })
+  }
+}
 
 parentPort.on("message", ({ port }) => {
   port.on("message", ({ id, code }) => {
     let reply
     try {
       reply = { id, module: compileOptimized(code) }
-      if (compiled !== undefined) Atomics.add(compiled, 0, 1)
+      Atomics.add(shared, COMPILED, 1)
     } catch (error) {
       reply = { id, error: String(error?.message ?? error) }
     }
