@@ -27,34 +27,37 @@ const install = (cpu, job, module) => {
 const codeOf = (cpu, pointer, length) => new Uint8Array(cpu.wasm_memory.buffer, pointer >>> 0, length >>> 0).slice()
 
 /**
- * Compiles each module here and now, with V8's defaults, and installs it from a
- * microtask: v86 holds its JIT state while it calls `codegen_finalize` and cannot take
- * the "finished" call re-entrantly (its own SYNC_COMPILATION switch does that and
- * panics). The fallback when there is no compiler thread.
+ * Compiles a module here and now, with V8's defaults, and installs it from a microtask:
+ * v86 holds its JIT state while it calls `codegen_finalize` and cannot take the
+ * "finished" call re-entrantly (its own SYNC_COMPILATION switch does that and panics).
  */
+const compileHere = (cpu, job, code) => {
+  const module = new WebAssembly.Module(code)
+  queueMicrotask(() => install(cpu, job, module))
+}
+
+/** Every module compiled on this thread (`compileHere`): when there is no compiler thread. */
 export const compileGuestCodeSynchronously = (cpu) => {
   cpu.codegen_finalize = function(tableIndex, start, stateFlags, pointer, length) {
-    const module = new WebAssembly.Module(codeOf(this, pointer, length))
-    queueMicrotask(() => install(this, { tableIndex, start, stateFlags }, module))
+    compileHere(this, { tableIndex, start, stateFlags }, codeOf(this, pointer, length))
   }
 }
 
 /**
  * Sends each module to the compiler thread at the other end of `port` and installs what
  * comes back; the page runs interpreted meanwhile. If the compiler thread goes away, the
- * modules it still had, and all later ones, are compiled here (as above).
+ * modules it still had, and all later ones, are compiled here (`compileHere`).
  */
 export const compileGuestCodeOffThread = (cpu, port) => {
   /** Modules sent and not back yet, by request id: the job and its bytes (for the fallback). */
   const waiting = new Map()
   let nextId = 1
   let compiler = port
-  const compileHere = (job, code) => install(cpu, job, new WebAssembly.Module(code))
 
   cpu.codegen_finalize = function(tableIndex, start, stateFlags, pointer, length) {
     const job = { tableIndex, start, stateFlags }
     const code = codeOf(this, pointer, length)
-    if (compiler === undefined) return void queueMicrotask(() => compileHere(job, code))
+    if (compiler === undefined) return compileHere(this, job, code)
     const id = nextId++
     waiting.set(id, { job, code })
     compiler.postMessage({ id, code })
@@ -71,6 +74,6 @@ export const compileGuestCodeOffThread = (cpu, port) => {
     compiler = undefined
     const left = [...waiting.values()]
     waiting.clear()
-    for (const { job, code } of left) compileHere(job, code)
+    for (const { job, code } of left) compileHere(cpu, job, code)
   })
 }

@@ -77,6 +77,13 @@ let emulator
 let rootDisk
 /** This emulator's port to its guest-code compiler thread: open, it keeps this thread alive. */
 let compiler
+/** Closes what the emulator's machine held open besides itself: its disk file and compiler port. */
+const closeMachineHandles = () => {
+  rootDisk?.close()
+  rootDisk = undefined
+  compiler?.close()
+  compiler = undefined
+}
 /** v86's reply callbacks of the 9P requests the caller has not answered yet. */
 const fileReplies = new Map()
 let nextFileRequest = 1
@@ -159,10 +166,7 @@ const boot = (config) => {
     // Not reusable: this worker only gave its thread.
     const old = emulator
     emulator = undefined
-    rootDisk?.close()
-    rootDisk = undefined
-    compiler?.close()
-    compiler = undefined
+    closeMachineHandles()
     return void Promise.resolve(old.destroy()).catch(() => undefined).then(() => boot(config))
   }
   compiler = config.compiler
@@ -374,8 +378,7 @@ const stop = async () => {
   try {
     await emulator?.destroy()
   } finally {
-    rootDisk?.close()
-    compiler?.close()
+    closeMachineHandles()
     port.postMessage({ _tag: "stopped" })
     port.close()
   }
