@@ -226,20 +226,41 @@ const standbyRecipe = (
       // No command timeout: an Effect timer would keep the process alive.
       const service = makeService(client, { ...options, commandTimeout: undefined }, { agentVersion: "", bootMillis: 0, startedFrom: "standby" }, () =>
         Effect.die("a standby is not snapshotted"))
-      let fastInARow = 0
-      // Cheap commands first: a sandbox taking the standby waits for the one in progress.
-      for (let step = 0; step < warmUpMaxCommands && fastInARow < 3 && !stopped(); step++) {
+      // Timed in blocks of `true`s: the warm-up ends once a block's median is not
+      // `warmUpGain` faster than the median `warmUpSpan` blocks before it (v86 has
+      // compiled the command path; commands keep getting faster for hundreds of commands
+      // in a new emulator, docs/profiling.md), or after `warmUpMaxCommands`.
+      const blockMedians: Array<number> = []
+      let block: Array<number> = []
+      // Short commands: a sandbox taking the standby waits for the one in progress.
+      for (let step = 0; step < warmUpMaxCommands && !stopped(); step++) {
+        if (step < warmUpToolRuns * 8 && step % 8 === 7) {
+          yield* service.exec(warmUpCommand)
+          continue
+        }
         const startedAt = performance.now()
-        yield* service.exec(step % 8 === 7 ? warmUpCommand : "true")
-        fastInARow = performance.now() - startedAt < warmCommandMillis ? fastInARow + 1 : 0
+        yield* service.exec("true")
+        block.push(performance.now() - startedAt)
+        if (block.length < warmUpBlock) continue
+        blockMedians.push(block.sort((a, b) => a - b)[Math.floor(warmUpBlock / 2)]!)
+        block = []
+        const earlier = blockMedians[blockMedians.length - 1 - warmUpSpan]
+        if (earlier !== undefined && blockMedians[blockMedians.length - 1]! > earlier * (1 - warmUpGain)) return
       }
     })
 })
 
-/** Warm-up commands a standby runs at most (~10 s of emulation on a quiet machine). */
-const warmUpMaxCommands = 48
-/** A `true` this fast means the command path is compiled (it takes ~60 ms warm, 150–600 cold). */
-const warmCommandMillis = 100
+/**
+ * The standby's warm-up: at most this many commands (~4 s of emulation in a new emulator
+ * on a quiet machine; in one whose code is compiled it stops after ~65).
+ */
+const warmUpMaxCommands = 480
+/** How many of the first commands are `warmUpCommand`'s tools (one in 8), for their paths. */
+const warmUpToolRuns = 6
+/** `true`s per timed block, blocks compared, and the speed-up that keeps the warm-up going. */
+const warmUpBlock = 20
+const warmUpSpan = 2
+const warmUpGain = 0.1
 
 /**
  * A machine resumed from a saved state (warm start or a snapshot): no READY comes, the

@@ -3,12 +3,13 @@
  * warmed up, kept for the next layer build of this process that asks for the same state
  * (`standby`, on by default).
  *
- * Why warmed up: v86 keeps no compiled code in a saved state, so a freshly resumed guest
- * runs interpreted at first: its first ~30 commands take 150–600 ms each instead of ~60
- * (measured on this machine). The standby is resumed into the emulator the released
- * sandbox leaves (v86Machine.ts keeps its compiled code), so a few warm-up commands
- * finish the job; taking it costs only the INIT that gives it fresh time, entropy and
- * hostname.
+ * Why warmed up: v86 keeps no compiled code in a saved state, and compiles a guest page
+ * only after it ran a while interpreted, so a new emulator's commands get faster for
+ * hundreds of commands (`exec("true")` ~11 ms in the first 100, ~6 after ~600 on this
+ * machine; docs/profiling.md). The standby is resumed into the emulator the released
+ * sandbox leaves (v86Machine.ts keeps its compiled code) and runs commands until they
+ * stop getting faster (box.ts); taking it costs only the INIT that gives it fresh time,
+ * entropy and hostname, and ends the warm-up after its command in progress.
  *
  * One standby per process, made when a sandbox that asked for one is released (sequential
  * use: tests, agents), dropped after `standbyLifetimeMillis` unused. It never keeps the process
