@@ -36,6 +36,7 @@ import { FileDisk } from "./fileDisk.mjs"
 import { deviceOptions, removeCdromDrive } from "./machineDevices.mjs"
 import { cpuGate } from "./cpuGate.mjs"
 import { compileGuestCodeOffThread, compileGuestCodeSynchronously } from "./guestCode.mjs"
+import { sleepWhileHalted, wake } from "./emulatorPacing.mjs"
 
 const port = parentPort
 if (port === null) throw new Error("v86Worker.mjs must run in a worker thread")
@@ -70,34 +71,6 @@ const takeTurns = (cpu) => {
     if (cpu.in_hlt[0]) gate.leave()
     return sleepMillis
   }
-}
-
-/**
- * How v86 waits between its slices. v86 sleeps until the guest's next timer event, but
- * hands any wait under a millisecond to `setImmediate`: a halted guest whose next tick
- * is 0.4 ms away is polled ~40 times in a row. Node's timers wake ~0.3 ms early, so every
- * 10 ms tick of an idle guest ended in such a spin: ~9,000 slices a second, ~10 % of a
- * core per idle sandbox (measured). While the guest is halted this sleeps at least a
- * millisecond instead (a guest timer fires up to ~1 ms late); host input does not wait
- * for it, see `wakeGuest`. A running guest still goes on at once.
- */
-const sleepWhileHalted = (v86) => {
-  const cpu = v86.cpu
-  v86.yield = (millis, tick) => {
-    if (millis >= 1 || cpu.in_hlt[0]) setTimeout((tick) => v86.yield_callback(tick), Math.max(millis, 1), tick)
-    else setImmediate((tick) => v86.yield_callback(tick), tick)
-  }
-}
-
-/**
- * Runs the emulator now if it is sleeping: after handing the guest input (which raises
- * an interrupt), so the guest takes it now rather than when v86 next wakes for a timer.
- * (`exec("true")` 20 ms after the last: p50 ~1.5 ms faster with it.) v86 ignores the
- * sleep's own wake-up once a newer one is scheduled.
- */
-const wakeGuest = () => {
-  const v86 = emulator?.v86
-  if (v86?.idle && v86.running) v86.next_tick(0)
 }
 
 let emulator
@@ -177,7 +150,7 @@ const pumpInput = () => {
       pendingOffset = 0
     }
   }
-  wakeGuest()
+  wake(emulator?.v86)
   if (pendingInput.length > 0 && retryTimer === undefined) {
     retryTimer = setTimeout(pumpInput, INPUT_RETRY_MILLIS)
   }
@@ -428,7 +401,7 @@ port.on("message", (message) => {
         const reply = fileReplies.get(message.id)
         fileReplies.delete(message.id)
         reply?.(message.bytes)
-        wakeGuest()
+        wake(emulator?.v86)
         break
       }
       case "save":
