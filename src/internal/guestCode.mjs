@@ -77,3 +77,7 @@ export const compileGuestCodeOffThread = (cpu, port) => {
     for (const { job, code } of left) compileHere(cpu, job, code)
   })
 }
+
+/** How the SDK compiles an emulator's guest code: on the compiler thread at `port`, or here without one. */
+export const compileGuestCode = (cpu, port) =>
+  port === undefined ? compileGuestCodeSynchronously(cpu) : compileGuestCodeOffThread(cpu, port)

@@ -35,7 +35,7 @@ import { directBoot } from "./directBoot.mjs"
 import { FileDisk } from "./fileDisk.mjs"
 import { deviceOptions, removeCdromDrive } from "./machineDevices.mjs"
 import { cpuGate } from "./cpuGate.mjs"
-import { compileGuestCodeOffThread, compileGuestCodeSynchronously } from "./guestCode.mjs"
+import { compileGuestCode } from "./guestCode.mjs"
 import { sleepWhileHalted, wake } from "./emulatorPacing.mjs"
 
 const port = parentPort
@@ -140,7 +140,9 @@ const join = (chunks) => {
 const pumpInput = () => {
   retryTimer = undefined
   const queue = emulator?.v86?.cpu?.devices?.virtio_console?.virtio?.queues?.[0]
+  let handedOver = false
   while (pendingInput.length > 0 && queue !== undefined && queue.has_request()) {
+    handedOver = true
     const head = pendingInput[0]
     const end = Math.min(head.length, pendingOffset + GUEST_BUFFER_BYTES)
     emulator.bus.send("virtio-console0-input-bytes", head.subarray(pendingOffset, end))
@@ -150,7 +152,7 @@ const pumpInput = () => {
       pendingOffset = 0
     }
   }
-  wake(emulator?.v86)
+  if (handedOver) wake(emulator.v86)
   if (pendingInput.length > 0 && retryTimer === undefined) {
     retryTimer = setTimeout(pumpInput, INPUT_RETRY_MILLIS)
   }
@@ -232,8 +234,7 @@ const boot = (config) => {
   emulator.add_listener("emulator-loaded", () => {
     const cpu = emulator.v86.cpu
     removeCdromDrive(cpu)
-    if (compiler !== undefined) compileGuestCodeOffThread(cpu, compiler)
-    else compileGuestCodeSynchronously(cpu)
+    compileGuestCode(cpu, compiler)
     if (gate !== undefined) takeTurns(cpu)
     sleepWhileHalted(emulator.v86)
     // A saved state is restored by `resume` once v86 has loaded, not as `initial_state`.
