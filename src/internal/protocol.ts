@@ -37,6 +37,20 @@ export const FrameType = {
 
 export type FrameTypeName = keyof typeof FrameType
 
+/**
+ * Guest → host frames the host waits for: a command's end and the answers to its
+ * requests. The emulator worker posts output that completes one of these at once and
+ * holds the rest (STARTED, streamed output) a moment (src/internal/outputPacing.mjs).
+ */
+export const AWAITED_FRAME_TYPES: ReadonlyArray<number> = [
+  FrameType.READY,
+  FrameType.PONG,
+  FrameType.INIT_OK,
+  FrameType.EXIT,
+  FrameType.STDIN_ACK,
+  FrameType.ERROR
+]
+
 const knownTypes = new Set<number>(Object.values(FrameType))
 
 const typeNames = new Map<number, FrameTypeName>(

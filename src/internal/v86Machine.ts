@@ -17,6 +17,7 @@ import type { Firmware } from "../Options.ts"
 import { ConsoleTail, fatalKernelMessage, type Machine } from "./machine.ts"
 import * as GuestCodeCompiler from "./guestCodeCompiler.ts"
 import { errorReply, tagOf } from "./ninePWire.ts"
+import { AWAITED_FRAME_TYPES, HEADER_BYTES, MAGIC_0, MAGIC_1 } from "./protocol.ts"
 import type { RootDisk } from "../Assets.ts"
 
 export interface V86MachineConfig {
@@ -92,7 +93,9 @@ const cpuGate = process.env["V86BOX_CPU_GATE"] === "off"
  * took ~25 MB off each idle sandbox's RSS (4 sandboxes: ~125 instead of ~150 MB each).
  */
 const workerHeap = { maxYoungGenerationSizeMb: 4 }
-const workerOptions = { workerData: { cpuGate }, resourceLimits: workerHeap }
+/** The agent's frame layout, so the worker knows which output the caller waits for. */
+const agentFrames = { magic: [MAGIC_0, MAGIC_1], headerBytes: HEADER_BYTES, urgentTypes: AWAITED_FRAME_TYPES }
+const workerOptions = { workerData: { cpuGate, agentFrames }, resourceLimits: workerHeap }
 
 /** Emulator workers started in this process and not yet exited (tests check for leaks). */
 let runningWorkers = 0

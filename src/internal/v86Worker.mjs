@@ -37,6 +37,7 @@ import { deviceOptions, removeCdromDrive } from "./machineDevices.mjs"
 import { cpuGate } from "./cpuGate.mjs"
 import { compileGuestCode } from "./guestCode.mjs"
 import { sleepWhileHalted, wake } from "./emulatorPacing.mjs"
+import { frameEnds, outbox } from "./outputPacing.mjs"
 
 const port = parentPort
 if (port === null) throw new Error("v86Worker.mjs must run in a worker thread")
@@ -94,44 +95,15 @@ let pendingOffset = 0
 let retryTimer
 
 /**
- * Output is coalesced and posted once per macrotask: fewer, larger messages. But the
- * agent's first output after a flush goes out at once: it is often a command's EXIT, and
- * v86 may run the guest on for another millisecond before it yields to this thread's
- * event loop (measured: the EXIT frame waited 0.7 ms there, p50, of a ~7 ms exec).
+ * The guest's output, posted to the caller's thread at once when it completes a frame
+ * the caller waits for, else held briefly (outputPacing.mjs). Without the frame layout
+ * (`workerData.agentFrames`) every chunk goes at once.
  */
-const outbox = { agent: [], serial: [] }
-let flushScheduled = false
-let agentPostedAtOnce = false
-
-const scheduleFlush = () => {
-  if (flushScheduled) return
-  flushScheduled = true
-  setImmediate(flush)
-}
-
-const flush = () => {
-  flushScheduled = false
-  agentPostedAtOnce = false
-  for (const kind of ["serial", "agent"]) {
-    const chunks = outbox[kind]
-    if (chunks.length === 0) continue
-    outbox[kind] = []
-    const bytes = join(chunks)
-    port.postMessage({ _tag: kind, bytes }, [bytes.buffer])
-  }
-}
-
-const join = (chunks) => {
-  let length = 0
-  for (const chunk of chunks) length += chunk.length
-  const bytes = new Uint8Array(length)
-  let offset = 0
-  for (const chunk of chunks) {
-    bytes.set(chunk, offset)
-    offset += chunk.length
-  }
-  return bytes
-}
+const agentFrameEnds = workerData?.agentFrames === undefined ? () => true : frameEnds(workerData.agentFrames)
+const output = outbox({
+  post: (kind, bytes) => port.postMessage({ _tag: kind, bytes }, [bytes.buffer]),
+  isUrgent: (kind, chunk) => kind === "agent" && agentFrameEnds(chunk)
+})
 
 /**
  * v86 drops console input when the guest has no free receive buffer, and truncates it
@@ -251,22 +223,9 @@ const boot = (config) => {
     for (const image of ["hda", "bzimage", "initrd", "multiboot"]) delete options[image]
     collectGarbage()
   })
-  emulator.add_listener("serial0-output-byte", (byte) => {
-    outbox.serial.push(Uint8Array.of(byte))
-    scheduleFlush()
-  })
-  emulator.add_listener("virtio-console0-output-bytes", (bytes) => {
-    // v86 reuses nothing here, but copy anyway: the buffer is transferred.
-    const copy = bytes.slice()
-    if (!agentPostedAtOnce && outbox.agent.length === 0) {
-      agentPostedAtOnce = true
-      port.postMessage({ _tag: "agent", bytes: copy }, [copy.buffer])
-      scheduleFlush()
-      return
-    }
-    outbox.agent.push(copy)
-    scheduleFlush()
-  })
+  emulator.add_listener("serial0-output-byte", (byte) => output.add("serial", Uint8Array.of(byte)))
+  // v86 reuses nothing here, but copy anyway: the buffer is transferred.
+  emulator.add_listener("virtio-console0-output-bytes", (bytes) => output.add("agent", bytes.slice()))
 }
 
 /** Frees an ArrayBuffer's memory now, whoever still holds the (then empty) buffer. */
@@ -347,8 +306,7 @@ const resetIo = () => {
   retryTimer = undefined
   pendingInput.length = 0
   pendingOffset = 0
-  outbox.agent = []
-  outbox.serial = []
+  output.clear()
   fileReplies.clear()
 }
 
@@ -387,7 +345,7 @@ const resumeInPlace = async (state) => {
 
 const stop = async () => {
   clearTimeout(retryTimer)
-  flush()
+  output.flush()
   try {
     await emulator?.destroy()
   } finally {
