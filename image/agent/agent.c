@@ -83,6 +83,18 @@ struct output {
 	int64_t left; /* past the drain deadline: bytes still to send before closing; else -1 */
 };
 
+/*
+ * A command cgroup, with the two of its files the agent uses for every command kept
+ * open while the group is reused: opening a cgroup file walks its path and sets up
+ * kernfs's state for the open file, and this saves two of those (and their closes)
+ * per command. An fd is -1 where its open failed; the group then works as before.
+ */
+struct command_cgroup {
+	uint32_t id;
+	int procs_fd; /* cgroup.procs, write-only: handed to the fork server's child */
+	int events_fd; /* cgroup.events, read-only: read at 0 to see whether it emptied */
+};
+
 /* One running command. Channels live from EXEC until EXIT has been sent. */
 struct channel {
 	struct channel *next;
@@ -107,7 +119,7 @@ struct channel {
 	bool starting;
 	uint32_t pending_signal;
 	bool discard; /* the start failed and ERROR was sent: free without EXIT */
-	uint32_t cgroup; /* its cgroup (0: none), released with the channel */
+	struct command_cgroup cgroup; /* its cgroup (id 0: none), released with the channel */
 };
 
 struct exec_request {
@@ -280,40 +292,44 @@ static void command_cgroup_path(uint32_t id, char *path, size_t size, const char
  * is removed instead (rmdir fails while it lives, and it keeps its cap, as before).
  */
 #define FREE_CGROUPS_MAX 8
-static uint32_t free_cgroups[FREE_CGROUPS_MAX];
+static struct command_cgroup free_cgroups[FREE_CGROUPS_MAX];
 static size_t free_cgroup_count;
 static uint32_t cgroups_made;
 
-/* A cgroup for a command (numbered from 1), or 0 and it runs uncapped. */
-static uint32_t take_command_cgroup(void)
+/* A cgroup for a command (numbered from 1), or id 0 and it runs uncapped. */
+static struct command_cgroup take_command_cgroup(void)
 {
+	struct command_cgroup none = { 0, -1, -1 };
 	char path[96], limit[16];
 	if (!use_cgroups)
-		return 0;
+		return none;
 	if (free_cgroup_count > 0)
 		return free_cgroups[--free_cgroup_count];
 	uint32_t id = ++cgroups_made;
 	command_cgroup_path(id, path, sizeof path, NULL);
 	if (mkdir(path, 0755) < 0 && errno != EEXIST)
-		return 0;
+		return none;
 	command_cgroup_path(id, path, sizeof path, "pids.max");
 	snprintf(limit, sizeof limit, "%d", COMMAND_PIDS_MAX);
-	if (write_text(path, limit) == 0)
-		return id;
-	rmdir(path);
-	return 0;
+	if (write_text(path, limit) < 0) {
+		command_cgroup_path(id, path, sizeof path, NULL);
+		rmdir(path);
+		return none;
+	}
+	struct command_cgroup group = { id, -1, -1 };
+	command_cgroup_path(id, path, sizeof path, "cgroup.procs");
+	group.procs_fd = open(path, O_WRONLY | O_CLOEXEC);
+	command_cgroup_path(id, path, sizeof path, "cgroup.events");
+	group.events_fd = open(path, O_RDONLY | O_CLOEXEC);
+	return group;
 }
 
 /* True when no process is left in the group (or it cannot be told). */
-static bool command_cgroup_empty(uint32_t id)
+static bool command_cgroup_empty(const struct command_cgroup *group)
 {
-	char path[96], events[128];
-	command_cgroup_path(id, path, sizeof path, "cgroup.events");
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return false;
-	ssize_t n = read(fd, events, sizeof events - 1);
-	close(fd);
+	char events[128];
+	/* Read from offset 0, a cgroup file is generated afresh. */
+	ssize_t n = group->events_fd < 0 ? -1 : pread(group->events_fd, events, sizeof events - 1, 0);
 	if (n <= 0)
 		return false;
 	events[n] = '\0';
@@ -332,15 +348,19 @@ static void enter_command_cgroup(uint32_t id, pid_t pid)
 }
 
 /* Gives an empty group back for the next command; removes one that is not (see above). */
-static void release_command_cgroup(uint32_t id)
+static void release_command_cgroup(struct command_cgroup *group)
 {
 	char path[96];
-	if (free_cgroup_count < FREE_CGROUPS_MAX && command_cgroup_empty(id)) {
-		free_cgroups[free_cgroup_count++] = id;
+	if (free_cgroup_count < FREE_CGROUPS_MAX && command_cgroup_empty(group)) {
+		free_cgroups[free_cgroup_count++] = *group;
+		group->id = 0;
 		return;
 	}
-	command_cgroup_path(id, path, sizeof path, NULL);
+	close_fd(&group->procs_fd);
+	close_fd(&group->events_fd);
+	command_cgroup_path(group->id, path, sizeof path, NULL);
 	rmdir(path);
+	group->id = 0;
 }
 
 static void put_u32(unsigned char *p, uint32_t n)
@@ -472,8 +492,8 @@ static void free_channel(struct channel *channel)
 	close_fd(&channel->outputs[0].fd);
 	close_fd(&channel->outputs[1].fd);
 	close_fd(&channel->stdin_fd);
-	if (channel->cgroup)
-		release_command_cgroup(channel->cgroup);
+	if (channel->cgroup.id)
+		release_command_cgroup(&channel->cgroup);
 	free(channel->stdin_buf);
 	free(channel);
 }
@@ -715,7 +735,8 @@ static void read_server_replies(void);
  * the exec path. A request is one SOCK_SEQPACKET message: u32 id, then NUL-terminated
  * cwd, command and NAME=value entries, with stdin, stdout, stderr and the command's
  * cgroup.procs as SCM_RIGHTS. The reply is u32 id, i32 pid or -errno. The agent closes
- * its copies of the command's fds as soon as the request is sent.
+ * its copies of the command's pipes as soon as the request is sent (it keeps /dev/null
+ * and the cgroup's file open for the next commands).
  *
  * What takes the exec path instead: a uid or gid other than root's; a cwd that is not a
  * directory (the exec path reports chdir's error); environment names a starting bash
@@ -889,12 +910,13 @@ static bool send_to_server(const char *message, size_t len, const int *fds, int 
 	return sent == (ssize_t)len;
 }
 
-/* A cgroup's cgroup.procs, for the command's process to move itself in, or -1. */
-static int open_cgroup_procs(uint32_t id)
+/* /dev/null for commands without stdin, opened once: the server's child gets a copy. */
+static int dev_null(void)
 {
-	char path[96];
-	command_cgroup_path(id, path, sizeof path, "cgroup.procs");
-	return open(path, O_WRONLY | O_CLOEXEC);
+	static int fd = -1;
+	if (fd < 0)
+		fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	return fd;
 }
 
 /*
@@ -913,16 +935,15 @@ static bool start_in_server(uint32_t id, const struct exec_request *request)
 	if (!message)
 		return false;
 	if (!open_command_pipes(request->stdin_pipe, stdout_pipe, stderr_pipe, stdin_pipe) ||
-	    (!request->stdin_pipe && (null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC)) < 0) ||
+	    (!request->stdin_pipe && (null_fd = dev_null()) < 0) ||
 	    !(channel = new_channel(id)))
 		goto out;
 	channel->cgroup = take_command_cgroup();
-	if (channel->cgroup)
-		cgroup_fd = open_cgroup_procs(channel->cgroup);
+	cgroup_fd = channel->cgroup.id ? channel->cgroup.procs_fd : -1;
 	int fds[4] = { request->stdin_pipe ? stdin_pipe[0] : null_fd, stdout_pipe[1], stderr_pipe[1], cgroup_fd };
 	if (!send_to_server(message, len, fds, cgroup_fd >= 0 ? 4 : 3)) {
-		if (channel->cgroup)
-			release_command_cgroup(channel->cgroup);
+		if (channel->cgroup.id)
+			release_command_cgroup(&channel->cgroup);
 		goto out;
 	}
 	server_waiting++;
@@ -939,8 +960,6 @@ out:
 	close_pipe(stdout_pipe);
 	close_pipe(stderr_pipe);
 	close_pipe(stdin_pipe);
-	close_fd(&null_fd);
-	close_fd(&cgroup_fd);
 	free(channel);
 	free(message);
 	return started;
@@ -1075,7 +1094,7 @@ static void start_command(uint32_t id, const unsigned char *payload, size_t len)
 		goto out;
 	}
 	channel->cgroup = take_command_cgroup();
-	request.cgroup_id = channel->cgroup;
+	request.cgroup_id = channel->cgroup.id;
 	if (!open_command_pipes(request.stdin_pipe, stdout_pipe, stderr_pipe, stdin_pipe) ||
 	    pipe2(error_pipe, O_CLOEXEC) < 0) {
 		send_error(id, "pipe: %s", strerror(errno));
@@ -1113,8 +1132,8 @@ out:
 	close_pipe(stderr_pipe);
 	close_pipe(stdin_pipe);
 	close_pipe(error_pipe);
-	if (channel && channel->cgroup)
-		release_command_cgroup(channel->cgroup);
+	if (channel && channel->cgroup.id)
+		release_command_cgroup(&channel->cgroup);
 	free(channel);
 	free(request.env);
 }
