@@ -12,13 +12,12 @@ import {
   encodeExit,
   encodeFrame,
   encodeU32,
+  FRAME_LAYOUT,
   FrameType,
-  HEADER_BYTES,
-  MAGIC_0,
-  MAGIC_1
+  MAGIC_0
 } from "../src/internal/protocol.ts"
 
-const layout = { magic: [MAGIC_0, MAGIC_1], headerBytes: HEADER_BYTES, urgentTypes: AWAITED_FRAME_TYPES }
+const layout = { ...FRAME_LAYOUT, urgentTypes: AWAITED_FRAME_TYPES }
 const started = (channel: number) => encodeFrame({ type: FrameType.STARTED, channel, payload: encodeU32(100 + channel) })
 const stdout = (channel: number, text: string) =>
   encodeFrame({ type: FrameType.STDOUT, channel, payload: new TextEncoder().encode(text) })

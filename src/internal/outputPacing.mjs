@@ -16,13 +16,14 @@ export const HOLD_MILLIS = 2
 export const HOLD_BYTES = 65536
 
 /**
- * Follows the agent's frames through its output (docs/protocol.md: magic, type, flags,
- * u32 channel, u32 length little-endian, payload) and tells whether a chunk completed a
- * frame of one of `urgentTypes`. Bytes that are not a frame (a guest's noise before the
+ * Follows the agent's frames through its output (docs/protocol.md: a header of
+ * `headerBytes` that starts with `magic`, has the type's byte at `typeOffset` and the
+ * payload's length, u32 little-endian, at `lengthOffset`; then the payload) and tells
+ * whether a chunk completed a frame of one of `urgentTypes`. Bytes that are not a frame (a guest's noise before the
  * agent's READY) are skipped up to the next magic; a chunk misread is only held a
  * little longer, never lost.
  */
-export const frameEnds = ({ magic, headerBytes, urgentTypes }) => {
+export const frameEnds = ({ magic, headerBytes, typeOffset, lengthOffset, urgentTypes }) => {
   const urgent = new Set(urgentTypes)
   const header = new Uint8Array(headerBytes)
   let headerFill = 0
@@ -49,8 +50,9 @@ export const frameEnds = ({ magic, headerBytes, urgentTypes }) => {
       header[headerFill++] = byte
       if (headerFill < headerBytes) continue
       headerFill = 0
-      type = header[magic.length]
-      const length = (header[8] | (header[9] << 8) | (header[10] << 16) | (header[11] << 24)) >>> 0
+      type = header[typeOffset]
+      const length = (header[lengthOffset] | (header[lengthOffset + 1] << 8) | (header[lengthOffset + 2] << 16) |
+        (header[lengthOffset + 3] << 24)) >>> 0
       payloadLeft = length
       if (length === 0 && urgent.has(type)) completedUrgent = true
     }

@@ -10,6 +10,8 @@ export const PROTOCOL_VERSION = 1
 export const MAGIC_0 = 0x56
 export const MAGIC_1 = 0xbb
 export const HEADER_BYTES = 12
+/** Where a header's fields are (see encodeFrame), for code that only follows frames. */
+export const FRAME_LAYOUT = { magic: [MAGIC_0, MAGIC_1], headerBytes: HEADER_BYTES, typeOffset: 2, lengthOffset: 8 } as const
 export const MAX_PAYLOAD_BYTES = 65536
 
 /** Output credit a channel starts with (guest → host, stdout and stderr together). */

@@ -17,7 +17,7 @@ import type { Firmware } from "../Options.ts"
 import { ConsoleTail, fatalKernelMessage, type Machine } from "./machine.ts"
 import * as GuestCodeCompiler from "./guestCodeCompiler.ts"
 import { errorReply, tagOf } from "./ninePWire.ts"
-import { AWAITED_FRAME_TYPES, HEADER_BYTES, MAGIC_0, MAGIC_1 } from "./protocol.ts"
+import { AWAITED_FRAME_TYPES, FRAME_LAYOUT } from "./protocol.ts"
 import type { RootDisk } from "../Assets.ts"
 
 export interface V86MachineConfig {
@@ -94,7 +94,7 @@ const cpuGate = process.env["V86BOX_CPU_GATE"] === "off"
  */
 const workerHeap = { maxYoungGenerationSizeMb: 4 }
 /** The agent's frame layout, so the worker knows which output the caller waits for. */
-const agentFrames = { magic: [MAGIC_0, MAGIC_1], headerBytes: HEADER_BYTES, urgentTypes: AWAITED_FRAME_TYPES }
+const agentFrames = { ...FRAME_LAYOUT, urgentTypes: AWAITED_FRAME_TYPES }
 const workerOptions = { workerData: { cpuGate, agentFrames }, resourceLimits: workerHeap }
 
 /** Emulator workers started in this process and not yet exited (tests check for leaks). */
