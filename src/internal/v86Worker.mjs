@@ -104,6 +104,9 @@ const output = outbox({
   post: (kind, bytes) => port.postMessage({ _tag: kind, bytes }, [bytes.buffer]),
   isUrgent: (kind, chunk) => kind === "agent" && agentFrameEnds(chunk)
 })
+// A crash ends this thread before the hold would: what the guest wrote last (a kernel
+// message, the agent's last frames) still goes out, for the caller's console tail.
+process.on("uncaughtExceptionMonitor", () => output.flush())
 
 /**
  * v86 drops console input when the guest has no free receive buffer, and truncates it
