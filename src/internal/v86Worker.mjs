@@ -96,10 +96,10 @@ let retryTimer
 
 /**
  * The guest's output, posted to the caller's thread at once when it completes a frame
- * the caller waits for, else held briefly (outputPacing.mjs). Without the frame layout
- * (`workerData.agentFrames`) every chunk goes at once.
+ * the caller waits for (the layout and types: `workerData.agentFrames`, always given by
+ * v86Machine.ts), else held briefly (outputPacing.mjs).
  */
-const agentFrameEnds = workerData?.agentFrames === undefined ? () => true : frameEnds(workerData.agentFrames)
+const agentFrameEnds = frameEnds(workerData.agentFrames)
 const output = outbox({
   post: (kind, bytes) => port.postMessage({ _tag: kind, bytes }, [bytes.buffer]),
   isUrgent: (kind, chunk) => kind === "agent" && agentFrameEnds(chunk)
