@@ -9,10 +9,13 @@ import { MessageChannel, type MessagePort, Worker } from "node:worker_threads"
 const threadUrl = new URL("./guestCodeCompilerThread.mjs", import.meta.url)
 /**
  * Memory the compiler threads share (guestCodeCompilerThread.mjs): [0] modules compiled,
- * counted by the threads themselves; [1] and [2] the lock and count that keep V8's
- * flags right while several compile at once.
+ * counted by the threads themselves; [1] the lock for changing V8's flags (v8Flags.mjs;
+ * the emulator threads take it too: `v8FlagsLock`); [2] the count of threads compiling.
  */
 const shared = new Int32Array(new SharedArrayBuffer(3 * 4))
+
+/** The process's lock for changing V8's flags, for the emulator threads (v8Flags.mjs). */
+export const v8FlagsLock = { memory: shared.buffer, index: 1 } as const
 
 /**
  * As many threads as cores, each serving the emulators given to it: the emulators of a

@@ -8,6 +8,7 @@
 // workerData.shared: an Int32Array over memory the process's compiler threads share (below).
 import { setFlagsFromString } from "node:v8"
 import { parentPort, workerData } from "node:worker_threads"
+import { withFlagsLock } from "./v8Flags.mjs"
 
 /**
  * V8 chooses its compiler from process-wide flags, and with its defaults a module is
@@ -31,30 +32,14 @@ const COMPILED = 0
 const LOCK = 1
 const COMPILING = 2
 
-/**
- * Runs `change` holding the flags lock. A thread ended while holding it (a crash) would
- * hold it forever: after a second of waiting the lock is taken anyway.
- */
-const withFlagsLock = (change) => {
-  const giveUpAt = Date.now() + 1000
-  while (Atomics.compareExchange(shared, LOCK, 0, 1) !== 0 && Date.now() < giveUpAt) Atomics.wait(shared, LOCK, 1, 1)
-  Atomics.store(shared, LOCK, 1)
-  try {
-    change()
-  } finally {
-    Atomics.store(shared, LOCK, 0)
-    Atomics.notify(shared, LOCK, 1)
-  }
-}
-
 const compileOptimized = (code) => {
-  withFlagsLock(() => {
+  withFlagsLock(shared, LOCK, () => {
     if (Atomics.add(shared, COMPILING, 1) === 0) setFlagsFromString(optimizing)
   })
   try {
     return new WebAssembly.Module(code)
   } finally {
-    withFlagsLock(() => {
+    withFlagsLock(shared, LOCK, () => {
       if (Atomics.sub(shared, COMPILING, 1) === 1) setFlagsFromString(asStarted)
     })
   }

@@ -95,7 +95,10 @@ const cpuGate = process.env["V86BOX_CPU_GATE"] === "off"
 const workerHeap = { maxYoungGenerationSizeMb: 4 }
 /** The agent's frame layout, so the worker knows which output the caller waits for. */
 const agentFrames = { ...FRAME_LAYOUT, urgentTypes: AWAITED_FRAME_TYPES }
-const workerOptions = { workerData: { cpuGate, agentFrames }, resourceLimits: workerHeap }
+const workerOptions = {
+  workerData: { cpuGate, agentFrames, flagsLock: GuestCodeCompiler.v8FlagsLock },
+  resourceLimits: workerHeap
+}
 
 /** Emulator workers started in this process and not yet exited (tests check for leaks). */
 let runningWorkers = 0

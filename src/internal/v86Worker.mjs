@@ -27,8 +27,6 @@
 //   { _tag: "failed", message }         the emulator could not start or crashed
 //   { _tag: "stopped" }
 // (checked with a Schema on arrival, in v86Machine.ts)
-import { setFlagsFromString } from "node:v8"
-import { runInNewContext } from "node:vm"
 import { parentPort, workerData } from "node:worker_threads"
 import V86 from "v86"
 import { directBoot } from "./directBoot.mjs"
@@ -38,6 +36,7 @@ import { cpuGate } from "./cpuGate.mjs"
 import { compileGuestCode } from "./guestCode.mjs"
 import { sleepWhileHalted, wake } from "./emulatorPacing.mjs"
 import { frameEnds, outbox } from "./outputPacing.mjs"
+import { exposedGc } from "./v8Flags.mjs"
 
 const port = parentPort
 if (port === null) throw new Error("v86Worker.mjs must run in a worker thread")
@@ -46,13 +45,14 @@ if (port === null) throw new Error("v86Worker.mjs must run in a worker thread")
  * A full garbage collection of this thread. Booting, restoring and saving leave ~100 MB
  * of copies behind (images, state blocks, the packed memory), and an idle emulator
  * allocates too little for V8 ever to collect them: without this every idle sandbox
- * keeps them. The flag is turned back off once the function is in hand.
+ * keeps them. (If V8 would not hand over `gc`, V8 collects them when it will.)
  */
 const collectGarbage = (() => {
-  setFlagsFromString("--expose-gc")
-  const gc = runInNewContext("gc")
-  setFlagsFromString("--no-expose-gc")
-  return () => setTimeout(gc, 0)
+  const { memory, index } = workerData.flagsLock
+  const gc = exposedGc(new Int32Array(memory), index)
+  return () => {
+    if (gc !== undefined) setTimeout(gc, 0)
+  }
 })()
 
 /** Guest receive buffers of the virtio console are one page each. */
