@@ -57,6 +57,31 @@ describe("emulator pacing", () => {
     expect(pacedSlices).toBeLessThanOrEqual(110)
   })
 
+  it("a halted guest sleeps until its timer is due, not a little less and then once more", async () => {
+    // A guest timer every 5.5 ms, as the kernel's clock event fires in an idle guest: a
+    // slice before the deadline finds it not yet due and sleeps again (Node's timers can
+    // fire up to a millisecond early when the wait has a fraction).
+    const periodMillis = 5.5
+    let deadline = performance.now() + periodMillis
+    let fired = 0
+    const v86 = standInEmulator({ halted: true, waitMillis: 0 })
+    v86.do_tick = () => {
+      if (!v86.running) return
+      v86.idle = false
+      v86.slices++
+      if (performance.now() >= deadline) {
+        fired++
+        deadline += periodMillis
+      }
+      v86.next_tick(Math.max(deadline - performance.now(), 0))
+    }
+    sleepWhileHalted(v86)
+    await slicesIn(v86, 300)
+    expect(fired).toBeGreaterThan(20)
+    // One slice per timer (a few more allowed: a busy host delays a timer past the next).
+    expect(v86.slices).toBeLessThanOrEqual(fired * 1.2)
+  })
+
   it("a running guest goes on at once", async () => {
     const running = standInEmulator({ halted: false, waitMillis: 0 })
     sleepWhileHalted(running)

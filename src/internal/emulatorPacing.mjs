@@ -10,11 +10,16 @@
  * sandbox costs the host"). While the guest is halted this sleeps at least a millisecond
  * instead (a guest timer fires up to ~1 ms late); host input does not wait for it (see
  * `wake`). A running guest still goes on at once.
+ *
+ * The sleep is rounded up to whole milliseconds: Node's timers count whole milliseconds
+ * from the event loop's last clock reading, so a 54.9 ms sleep often ended ~0.5 ms
+ * before the guest's timer was due, and the slice found nothing to do but sleep again:
+ * two wake-ups per timer interrupt of an idle guest instead of one.
  */
 export const sleepWhileHalted = (v86) => {
   const cpu = v86.cpu
   v86.yield = (millis, tick) => {
-    if (millis >= 1 || cpu.in_hlt[0]) setTimeout((tick) => v86.yield_callback(tick), Math.max(millis, 1), tick)
+    if (millis >= 1 || cpu.in_hlt[0]) setTimeout((tick) => v86.yield_callback(tick), Math.max(Math.ceil(millis), 1), tick)
     else setImmediate((tick) => v86.yield_callback(tick), tick)
   }
 }
