@@ -4,9 +4,15 @@
 // boot ~0.9 M emulated instructions (of 17.8 M then) and are of no use to a sandbox
 // without a network or a CD. Plain JavaScript: the emulator's worker imports it.
 
-/** Options for `new V86(...)`: no network card (v86 adds an NE2000 unless told). */
+/**
+ * Options for `new V86(...)`: no network card (v86 adds an NE2000 unless told); the local
+ * APIC and its timer (v86 has them only with `acpi`), the guest kernel's clock event
+ * device: it reaches seconds ahead, the PIT 27 ms, and every expiry of an idle guest's
+ * timer wakes its emulator (image/kernel.fragment).
+ */
 export const deviceOptions = {
-  net_device: { type: "none" }
+  net_device: { type: "none" },
+  acpi: true
 }
 
 /**
