@@ -234,7 +234,7 @@ const standbyRecipe = (
       let block: Array<number> = []
       // Short commands: a sandbox taking the standby waits for the one in progress.
       for (let step = 0; step < warmUpMaxCommands && !stopped(); step++) {
-        if (step < warmUpToolRuns * 8 && step % 8 === 7) {
+        if (step < warmUpToolRuns * warmUpToolEvery && step % warmUpToolEvery === warmUpToolEvery - 1) {
           yield* service.exec(warmUpCommand)
           continue
         }
@@ -255,8 +255,9 @@ const standbyRecipe = (
  * on a quiet machine; in one whose code is compiled it stops after ~65).
  */
 const warmUpMaxCommands = 480
-/** How many of the first commands are `warmUpCommand`'s tools (one in 8), for their paths. */
+/** How many of the first commands are `warmUpCommand`'s tools, one in `warmUpToolEvery`, for their paths. */
 const warmUpToolRuns = 6
+const warmUpToolEvery = 8
 /** `true`s per timed block, blocks compared, and the speed-up that keeps the warm-up going. */
 const warmUpBlock = 20
 const warmUpSpan = 2
