@@ -11,7 +11,7 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { createHash } from "node:crypto"
 import { V86Box } from "../src/index.ts"
-import { reusedEmulatorCount } from "../src/internal/v86Machine.ts"
+import { dropRecycled, reusedEmulatorCount } from "../src/internal/v86Machine.ts"
 
 const withBox = <A, E>(options: Parameters<typeof V86Box.layer>[0], use: (box: V86Box.Service) => Effect.Effect<A, E>) =>
   Effect.scoped(Effect.flatMap(Layer.build(V86Box.layer(options)), (context) => use(Context.get(context, V86Box))))
@@ -39,6 +39,23 @@ describe("warm start", () => {
       // Resuming skips the kernel boot: the agent answers sooner than after the cold boot.
       expect(first[0].bootMillis).toBeLessThan(cold[0].bootMillis)
       expect([cold[0].startedFrom, first[0].startedFrom, second[0].startedFrom]).toEqual(["boot", "warmStart", "warmStart"])
+    }), 180_000)
+
+  it.live("a sandbox resumed in a new emulator reads the host's time, not the time its INIT was sent", () =>
+    Effect.gen(function*() {
+      const assetsDir = mkdtempSync(join(tmpdir(), "v86box-warm-"))
+      yield* withBox({ assetsDir, standby: false }, (box) => box.exec("true"))
+      // A new emulator: it runs the guest's first steps after the resume interpreted, and
+      // took INIT in ~0.6 s after it was sent.
+      dropRecycled()
+      const [before, guest, after] = yield* withBox({ assetsDir, standby: false }, (box) =>
+        Effect.gen(function*() {
+          const before = Date.now()
+          const result = yield* box.exec("date +%s%3N")
+          return [before, Number(result.stdout.trim()), Date.now()] as const
+        }))
+      expect(guest).toBeGreaterThanOrEqual(before - 100)
+      expect(guest).toBeLessThanOrEqual(after + 100)
     }), 180_000)
 
   it.live("a released sandbox's emulator serves the next one, which sees nothing of the previous guest and computes right", () =>
