@@ -216,6 +216,13 @@ export class Channel {
  * Talks to one agent over one machine. `make` forks the reader into the given scope;
  * when the machine fails, every open channel fails with the same MachineError.
  */
+/** What INIT sets in the guest; each is optional. */
+export interface InitSettings {
+  readonly timeMillis?: number
+  readonly entropyHex?: string
+  readonly hostname?: string
+}
+
 export class AgentClient {
   private readonly channels = new Map<number, Channel>()
   private nextChannelId = 1
@@ -291,7 +298,15 @@ export class AgentClient {
   }
 
   /** Sets the guest clock, feeds its RNG, names the host (after boot or restore). */
-  init(settings: { readonly timeMillis?: number; readonly entropyHex?: string; readonly hostname?: string }) {
+  init(settings: InitSettings) {
+    return Effect.flatten(this.sendInit(settings))
+  }
+
+  /**
+   * Sends INIT and returns what waits for its answer: the frame is on its way when this
+   * has run, ahead of any frame sent after it (the agent reads them in order).
+   */
+  sendInit(settings: InitSettings) {
     return Effect.gen(this, function*() {
       const acknowledged = yield* Deferred.make<void, MachineError>()
       this.initAcks.push(acknowledged)
@@ -300,7 +315,7 @@ export class AgentClient {
       if (settings.entropyHex !== undefined) pairs.push(["entropy", settings.entropyHex])
       if (settings.hostname !== undefined) pairs.push(["hostname", settings.hostname])
       yield* this.sendFrame({ type: FrameType.INIT, channel: 0, payload: encodePairs(pairs) })
-      yield* Deferred.await(acknowledged)
+      return Deferred.await(acknowledged)
     })
   }
 

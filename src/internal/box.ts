@@ -376,9 +376,11 @@ const serve = (
     // A resumed guest can take INIT in hundreds of ms after it was sent (its emulator has
     // compiled nothing yet), and its clock is set to the time of sending: measured ~0.6 s
     // behind the host's in a new emulator. Once the agent has answered, it takes the time
-    // again at once. Not with the testkit's settings: a replay sends what was recorded.
+    // again at once: ahead of any command (the agent reads frames in order), so the
+    // sandbox does not wait for that answer too. Not with the testkit's settings: a
+    // replay sends what was recorded.
     if (guestInit === undefined && Date.now() - settings.timeMillis > clockResendMillis) {
-      yield* client.init({ timeMillis: Date.now() })
+      yield* client.sendInit({ timeMillis: Date.now() })
     }
     const bootMillis = (yield* Clock.currentTimeMillis) - startedAt
     return makeService(client, options, { agentVersion, bootMillis, startedFrom }, snapshotOf(client, agentVersion, origin))
