@@ -212,10 +212,6 @@ export class Channel {
   }
 }
 
-/**
- * Talks to one agent over one machine. `make` forks the reader into the given scope;
- * when the machine fails, every open channel fails with the same MachineError.
- */
 /** What INIT sets in the guest; each is optional. */
 export interface InitSettings {
   readonly timeMillis?: number
@@ -223,6 +219,10 @@ export interface InitSettings {
   readonly hostname?: string
 }
 
+/**
+ * Talks to one agent over one machine. `make` forks the reader into the given scope;
+ * when the machine fails, every open channel fails with the same MachineError.
+ */
 export class AgentClient {
   private readonly channels = new Map<number, Channel>()
   private nextChannelId = 1

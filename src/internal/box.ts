@@ -358,8 +358,7 @@ const saveState = (machine: Machine, path: string, inStatesDir: boolean, agent: 
 /**
  * Sets the guest's clock and entropy, then serves commands. Without `guestInit` (the
  * testkit's, recorded) they are made here, as INIT goes out: made when the layer started
- * building, the time was as old as the boot or resume (a resumed guest's clock lagged the
- * host's by ~0.3-0.7 s, a cold-booted one's by seconds).
+ * building, the time was as old as the boot or resume.
  */
 const serve = (
   client: AgentClient,
