@@ -46,7 +46,8 @@ describe("warm start", () => {
       const assetsDir = mkdtempSync(join(tmpdir(), "v86box-warm-"))
       yield* withBox({ assetsDir, standby: false }, (box) => box.exec("true"))
       // A new emulator: it runs the guest's first steps after the resume interpreted, and
-      // took INIT in ~0.6 s after it was sent.
+      // took INIT in ~0.3-0.7 s after it was sent. (The margin allows for a busy host
+      // delaying the second INIT that sets the clock right.)
       dropRecycled()
       const [before, guest, after] = yield* withBox({ assetsDir, standby: false }, (box) =>
         Effect.gen(function*() {
@@ -54,8 +55,8 @@ describe("warm start", () => {
           const result = yield* box.exec("date +%s%3N")
           return [before, Number(result.stdout.trim()), Date.now()] as const
         }))
-      expect(guest).toBeGreaterThanOrEqual(before - 100)
-      expect(guest).toBeLessThanOrEqual(after + 100)
+      expect(guest).toBeGreaterThanOrEqual(before - 150)
+      expect(guest).toBeLessThanOrEqual(after + 150)
     }), 180_000)
 
   it.live("a released sandbox's emulator serves the next one, which sees nothing of the previous guest and computes right", () =>
