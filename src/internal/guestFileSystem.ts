@@ -7,7 +7,6 @@
  */
 import * as PlatformError from "@effect/platform/Error"
 import * as FileSystem from "@effect/platform/FileSystem"
-import * as Chunk from "effect/Chunk"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
@@ -18,6 +17,7 @@ import type { GuestFileSystemOptions } from "../GuestFileSystem.ts"
 import type { StdinInput } from "../Options.ts"
 import type { ExitStatus, Process } from "../Process.ts"
 import type { V86Box } from "../V86Box.ts"
+import { concatBytes } from "./bytes.mjs"
 
 /** A single-quoted shell word that bash reads back as exactly `text` (which must not contain NUL). */
 export const quote = (text: string): string => `'${text.replaceAll("'", `'\\''`)}'`
@@ -101,18 +101,6 @@ const checkPaths = (method: string, ...paths: ReadonlyArray<string>) =>
     : Effect.void
 
 const decoder = new TextDecoder()
-
-const concat = (chunks: Chunk.Chunk<Uint8Array>): Uint8Array => {
-  let length = 0
-  for (const chunk of chunks) length += chunk.length
-  const bytes = new Uint8Array(length)
-  let offset = 0
-  for (const chunk of chunks) {
-    bytes.set(chunk, offset)
-    offset += chunk.length
-  }
-  return bytes
-}
 
 /** Output ending in a NUL or a newline, without it: how the scripts below print a path. */
 const withoutTerminator = (bytes: Uint8Array): string => decoder.decode(bytes.subarray(0, Math.max(0, bytes.length - 1)))
@@ -253,7 +241,7 @@ export const make = (box: CommandRunner, options: GuestFileSystemOptions = {}): 
       }).pipe(Effect.mapError(toError))
       // Read at once: stdout and stderr share the guest's output credit.
       const stderr = yield* Stream.runCollect(process.stderr).pipe(
-        Effect.map((chunks) => decoder.decode(concat(chunks))),
+        Effect.map((chunks) => decoder.decode(concatBytes(chunks))),
         Effect.mapError(toError),
         Effect.forkScoped
       )
@@ -288,7 +276,7 @@ export const make = (box: CommandRunner, options: GuestFileSystemOptions = {}): 
         const launched = yield* launch(method, path, script, stdin)
         const stdout = yield* Stream.runCollect(launched.stdout)
         yield* launched.finished
-        return concat(stdout)
+        return concatBytes(stdout)
       })
     )
 

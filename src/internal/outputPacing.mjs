@@ -9,6 +9,7 @@
 // with whatever was held before them; the rest (STARTED, streamed stdout and stderr,
 // the kernel log) is held for up to HOLD_MILLIS or HOLD_BYTES. So `exec("true")` wakes
 // the caller once (EXIT) instead of twice (STARTED, then EXIT).
+import { concatBytes } from "./bytes.mjs"
 
 /** The longest held output waits: short enough that streamed output still looks live. */
 export const HOLD_MILLIS = 2
@@ -100,15 +101,5 @@ export const outbox = ({ post, isUrgent, holdMillis = HOLD_MILLIS, holdBytes = H
   return { add, flush, clear }
 }
 
-const join = (chunks) => {
-  if (chunks.length === 1) return chunks[0]
-  let length = 0
-  for (const chunk of chunks) length += chunk.length
-  const bytes = new Uint8Array(length)
-  let offset = 0
-  for (const chunk of chunks) {
-    bytes.set(chunk, offset)
-    offset += chunk.length
-  }
-  return bytes
-}
+/** One chunk as it is, several joined. */
+const join = (chunks) => (chunks.length === 1 ? chunks[0] : concatBytes(chunks))

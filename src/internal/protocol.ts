@@ -4,6 +4,8 @@
  * them, and the native agent tests drive the C agent with exactly these bytes.
  */
 
+import { concatBytes } from "./bytes.mjs"
+
 /** Version of docs/protocol.md this code speaks; the agent announces its own in READY. */
 export const PROTOCOL_VERSION = 1
 
@@ -109,7 +111,7 @@ export class FrameDecoder {
   }
 
   push(bytes: Uint8Array): Array<Frame> {
-    this.buffer = this.buffer.length === 0 ? bytes : concat(this.buffer, bytes)
+    this.buffer = this.buffer.length === 0 ? bytes : concatBytes([this.buffer, bytes])
     const frames: Array<Frame> = []
     let offset = 0
     while (offset < this.buffer.length) {
@@ -160,13 +162,6 @@ export class FrameDecoder {
 }
 
 const hex = (byte: number): string => byte.toString(16).padStart(2, "0")
-
-const concat = (left: Uint8Array, right: Uint8Array): Uint8Array => {
-  const joined = new Uint8Array(left.length + right.length)
-  joined.set(left, 0)
-  joined.set(right, left.length)
-  return joined
-}
 
 const textEncoder = new TextEncoder()
 const textDecoder = new TextDecoder()
