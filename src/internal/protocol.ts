@@ -12,8 +12,20 @@ export const PROTOCOL_VERSION = 1
 export const MAGIC_0 = 0x56
 export const MAGIC_1 = 0xbb
 export const HEADER_BYTES = 12
-/** Where a header's fields are (see encodeFrame), for code that only follows frames. */
-export const FRAME_LAYOUT = { magic: [MAGIC_0, MAGIC_1], headerBytes: HEADER_BYTES, typeOffset: 2, lengthOffset: 8 } as const
+/**
+ * Where a header's fields are (docs/protocol.md): the magic's two bytes, then the type
+ * and flags bytes, the channel and the payload's length (u32 little-endian). The codec
+ * below and the worker's frame follower (outputPacing.mjs) both read it from here.
+ */
+export const FRAME_LAYOUT = {
+  magic: [MAGIC_0, MAGIC_1],
+  headerBytes: HEADER_BYTES,
+  typeOffset: 2,
+  flagsOffset: 3,
+  channelOffset: 4,
+  lengthOffset: 8
+} as const
+const { typeOffset, flagsOffset, channelOffset, lengthOffset } = FRAME_LAYOUT
 export const MAX_PAYLOAD_BYTES = 65536
 
 /** Output credit a channel starts with (guest → host, stdout and stderr together). */
@@ -84,10 +96,10 @@ export const encodeFrame = (frame: Frame): Uint8Array => {
   const view = new DataView(bytes.buffer)
   bytes[0] = MAGIC_0
   bytes[1] = MAGIC_1
-  bytes[2] = frame.type
-  bytes[3] = 0
-  view.setUint32(4, frame.channel, true)
-  view.setUint32(8, frame.payload.length, true)
+  bytes[typeOffset] = frame.type
+  bytes[flagsOffset] = 0
+  view.setUint32(channelOffset, frame.channel, true)
+  view.setUint32(lengthOffset, frame.payload.length, true)
   bytes.set(frame.payload, HEADER_BYTES)
   return bytes
 }
@@ -126,12 +138,12 @@ export class FrameDecoder {
       }
       if (available < HEADER_BYTES) break
       const view = new DataView(this.buffer.buffer, this.buffer.byteOffset + offset, HEADER_BYTES)
-      const length = view.getUint32(8, true)
+      const length = view.getUint32(lengthOffset, true)
       if (available < HEADER_BYTES + length) break
       const start = offset + HEADER_BYTES
       frames.push({
-        type: this.buffer[offset + 2]!,
-        channel: view.getUint32(4, true),
+        type: this.buffer[offset + typeOffset]!,
+        channel: view.getUint32(channelOffset, true),
         payload: this.buffer.slice(start, start + length)
       })
       offset = start + length
@@ -145,10 +157,10 @@ export class FrameDecoder {
     const at = (index: number) => this.buffer[offset + index]!
     if (at(0) !== MAGIC_0) return `bad magic byte 0x${hex(at(0))}`
     if (available > 1 && at(1) !== MAGIC_1) return `bad magic byte 0x${hex(at(1))}`
-    if (available > 2 && !knownTypes.has(at(2))) return `unknown frame type 0x${hex(at(2))}`
-    if (available > 3 && at(3) !== 0) return `non-zero flags 0x${hex(at(3))}`
+    if (available > typeOffset && !knownTypes.has(at(typeOffset))) return `unknown frame type 0x${hex(at(typeOffset))}`
+    if (available > flagsOffset && at(flagsOffset) !== 0) return `non-zero flags 0x${hex(at(flagsOffset))}`
     if (available === HEADER_BYTES) {
-      const length = new DataView(this.buffer.buffer, this.buffer.byteOffset + offset + 8, 4).getUint32(0, true)
+      const length = new DataView(this.buffer.buffer, this.buffer.byteOffset + offset + lengthOffset, 4).getUint32(0, true)
       if (length > MAX_PAYLOAD_BYTES) return `payload length ${length} exceeds ${MAX_PAYLOAD_BYTES}`
     }
     return undefined
