@@ -41,6 +41,7 @@ import type { Machine } from "./machine.ts"
 import * as Standby from "./standby.ts"
 import * as StateFile from "./stateFile.ts"
 import * as V86Machine from "./v86Machine.ts"
+import * as TrainedState from "./trainedState.ts"
 import * as WarmStart from "./warmStart.ts"
 
 /** How long closing a command's scope waits for the guest to confirm it is gone. */
@@ -118,7 +119,7 @@ export const make = (
       if (statePath !== undefined && decoded.standby) {
         const key: Standby.StandbyKey = { statePath, imageFingerprint: assets.fingerprint, memoryMB }
         // On release, after this sandbox's machine is gone (finalizers run last-added first).
-        yield* Effect.addFinalizer(() => Standby.prepare(standbyRecipe(key, config, decoded)))
+        yield* Effect.addFinalizer(() => Standby.prepare(standbyRecipe(key, config, decoded, origin)))
         const taken = yield* Standby.take(key, config.fileServer)
         if (Option.isSome(taken)) {
           return yield* serveResumed(taken.value.client, decoded, startedAt, guestInit, taken.value.agent, origin, "standby")
@@ -169,8 +170,9 @@ const warmUpCommand =
 const resumeTimeout = (options: DecodedBoxOptions) => Duration.times(options.bootTimeout, 0.5)
 
 /**
- * Resumes the saved state at `path`, if there is one that works. The attempt runs in its
- * own scope so a failed one leaves no emulator behind.
+ * Resumes the saved state at `path`, if there is one that works: its trained state
+ * (trainedState.ts) first, if there is one. Each attempt runs in its own scope so a
+ * failed one leaves no emulator behind.
  */
 const resume = (
   config: V86Machine.V86MachineConfig,
@@ -181,48 +183,80 @@ const resume = (
   origin: StateFile.StateOrigin
 ): Effect.Effect<Option.Option<V86Box.Service>, never, Scope.Scope> =>
   Effect.gen(function*() {
+    const attempt = (resumed: Effect.Effect<V86Box.Service, MachineError, Scope.Scope>) =>
+      Effect.gen(function*() {
+        const scope = yield* Scope.fork(yield* Effect.scope, ExecutionStrategy.sequential)
+        const exit = yield* Effect.exit(resumed.pipe(Scope.extend(scope)))
+        if (Exit.isFailure(exit)) yield* Scope.close(scope, exit)
+        return exit
+      })
+    const trainedPath = TrainedState.pathFor(path)
+    const trained = yield* TrainedState.readOption(trainedPath, origin)
+    if (Option.isSome(trained)) {
+      const { agent, code, state } = trained.value
+      const resumed = yield* attempt(
+        resumeFrom({ ...config, savedCode: code }, { agent, origin, state }, options, startedAt, guestInit, origin, "warmStart")
+      )
+      if (Exit.isSuccess(resumed)) return Option.some(resumed.value)
+      yield* Effect.logWarning(`v86box: the trained state ${trainedPath} did not resume; removing it`, resumed.cause)
+      yield* TrainedState.remove(trainedPath)
+    }
     const saved = yield* WarmStart.read(path)
     if (Option.isNone(saved)) return Option.none()
-    const attempt = yield* Scope.fork(yield* Effect.scope, ExecutionStrategy.sequential)
-    const resumed = yield* Effect.exit(
-      resumeFrom(config, saved.value, options, startedAt, guestInit, origin, "warmStart").pipe(Scope.extend(attempt))
-    )
+    const resumed = yield* attempt(resumeFrom(config, saved.value, options, startedAt, guestInit, origin, "warmStart"))
     if (Exit.isSuccess(resumed)) return Option.some(resumed.value)
-    yield* Scope.close(attempt, resumed)
     yield* Effect.logWarning(`v86box: the saved state ${path} did not resume; booting cold and saving a new one`, resumed.cause)
     yield* WarmStart.remove(path)
     return Option.none()
   })
 
 /**
- * How the standby for `key` is made: the warm-start state resumed in a detached machine
- * (in the emulator the released sandbox left, when it fits: its compiled code is kept),
- * then commands until `exec("true")` runs at full speed (v86 compiles a guest page's code
- * only once it has run often: in a new emulator the fork, exec and exit paths of a
- * command need ~30 runs; in a recycled one, a few).
+ * How the standby for `key` is made: the trained state (or, until there is one, the
+ * warm-start state) resumed in a detached machine (in the emulator the released sandbox
+ * left, when it fits: its compiled code is kept), then commands until `exec("true")` runs
+ * at full speed (v86 compiles a guest page's code only once it has run often: in a new
+ * emulator the fork, exec and exit paths of a command need ~30 runs; in a recycled one,
+ * a few). Without a trained state the standby trains one: it resumes in a new emulator
+ * that records its code, runs at least `trainingCommands`, and saves its state and code.
  */
 const standbyRecipe = (
   key: Standby.StandbyKey,
   config: V86Machine.V86MachineConfig,
-  options: DecodedBoxOptions
+  options: DecodedBoxOptions,
+  origin: StateFile.StateOrigin
 ): Standby.StandbyRecipe => ({
   key,
   resume: (files) =>
     Effect.gen(function*() {
-      const saved = yield* WarmStart.read(key.statePath)
+      const trainedPath = TrainedState.pathFor(key.statePath)
+      const trained = yield* TrainedState.readOption(trainedPath, origin)
+      const saved = Option.isSome(trained)
+        ? Option.some({ agent: trained.value.agent, state: trained.value.state })
+        : yield* WarmStart.read(key.statePath)
       if (Option.isNone(saved)) {
         return yield* Effect.fail(new MachineError({ reason: "the warm-start state is gone", consoleTail: "" }))
       }
-      const { adopt, machine } = yield* V86Machine.makeDetachable({
+      const training = Option.isNone(trained)
+      const { adopt, machine, saveStateAndCode } = yield* V86Machine.makeDetachable({
         ...config,
         fileServer: files,
         initialState: saved.value.state,
+        savedCode: Option.isSome(trained) ? trained.value.code : undefined,
+        recordCode: training,
         detached: true
       })
       const client = yield* AgentClient.make(machine, { resumed: true })
-      return { client, agent: saved.value.agent, adopt }
+      const agent = saved.value.agent
+      const train = training
+        ? saveStateAndCode.pipe(
+          Effect.flatMap(({ code, state }) => TrainedState.write(trainedPath, { agent, origin, state, code })),
+          Effect.tapError((error) => Effect.logDebug(`v86box: no trained state saved: ${String(error)}`)),
+          Effect.ignore
+        )
+        : undefined
+      return { client, agent, adopt, train }
     }),
-  warmUp: (client, stopped) =>
+  warmUp: ({ client, train }, stopped) =>
     Effect.gen(function*() {
       // No command timeout: an Effect timer would keep the process alive.
       const service = makeService(client, { ...options, commandTimeout: undefined }, { agentVersion: "", bootMillis: 0, startedFrom: "standby" }, () =>
@@ -230,11 +264,14 @@ const standbyRecipe = (
       // Timed in blocks of `true`s: the warm-up ends once a block's median is not
       // `warmUpGain` faster than the median `warmUpSpan` blocks before it (v86 has
       // compiled the command path; commands keep getting faster for hundreds of commands
-      // in a new emulator, docs/profiling.md), or after `warmUpMaxCommands`.
+      // in a new emulator, docs/profiling.md), or after `warmUpMaxCommands`; when
+      // training, not before `trainingCommands`.
       const blockMedians: Array<number> = []
       let block: Array<number> = []
+      const atLeast = train === undefined ? 0 : trainingCommands
+      const atMost = Math.max(warmUpMaxCommands, atLeast)
       // Short commands: a sandbox taking the standby waits for the one in progress.
-      for (let step = 0; step < warmUpMaxCommands && !stopped(); step++) {
+      for (let step = 0; step < atMost && !stopped(); step++) {
         if (step < warmUpToolRuns * warmUpToolEvery && step % warmUpToolEvery === warmUpToolEvery - 1) {
           yield* service.exec(warmUpCommand)
           continue
@@ -246,10 +283,19 @@ const standbyRecipe = (
         blockMedians.push(block.sort((a, b) => a - b)[Math.floor(warmUpBlock / 2)]!)
         block = []
         const earlier = blockMedians[blockMedians.length - 1 - warmUpSpan]
-        if (earlier !== undefined && blockMedians[blockMedians.length - 1]! > earlier * (1 - warmUpGain)) return
+        if (step >= atLeast && earlier !== undefined && blockMedians[blockMedians.length - 1]! > earlier * (1 - warmUpGain)) break
       }
+      if (train !== undefined && !stopped()) yield* train
     })
 })
+
+/**
+ * Commands a standby that trains runs at least: enough for v86 to compile the paths of
+ * `true` and of the tools (measured: ~120 modules after 600; the first sandbox of a new
+ * process then ran `exec("true")` at p50 4.6-5.1 ms over its commands 11-210, against
+ * 8.6-9.1 resumed without the code; docs/profiling.md).
+ */
+const trainingCommands = 600
 
 /**
  * The standby's warm-up: at most this many commands (~4 s of emulation in a new emulator

@@ -14,7 +14,7 @@
 // with. So the modules are compiled optimized, once, by one of the process's compiler
 // threads (guestCodeCompilerThread.mjs), while the emulator goes on interpreting the page.
 
-const JIT_TABLE_OFFSET = 1024 // v86's WASM_TABLE_OFFSET (src/const.js)
+export const JIT_TABLE_OFFSET = 1024 // v86's WASM_TABLE_OFFSET (src/const.js)
 
 /** Puts a compiled module where v86 calls it and tells v86 the page's code is there. */
 const install = (cpu, job, module) => {
@@ -36,11 +36,19 @@ const compileHere = (cpu, job, code) => {
   queueMicrotask(() => install(cpu, job, module))
 }
 
+/**
+ * What the emulator thread can ask of how its guest code is compiled: `pending`, modules
+ * handed to v86's JIT and not installed yet; `optimizedOnly`, whether every module so
+ * far was compiled by a compiler thread (with TurboFan: compiledCode.mjs saves only such).
+ */
+const compilation = (pending, optimizedOnly) => ({ pending, optimizedOnly })
+
 /** Every module compiled on this thread (`compileHere`): when there is no compiler thread. */
 export const compileGuestCodeSynchronously = (cpu) => {
   cpu.codegen_finalize = function(tableIndex, start, stateFlags, pointer, length) {
     compileHere(this, { tableIndex, start, stateFlags }, codeOf(this, pointer, length))
   }
+  return compilation(() => 0, () => false)
 }
 
 /**
@@ -53,11 +61,15 @@ export const compileGuestCodeOffThread = (cpu, port) => {
   const waiting = new Map()
   let nextId = 1
   let compiler = port
+  let optimizedOnly = true
 
   cpu.codegen_finalize = function(tableIndex, start, stateFlags, pointer, length) {
     const job = { tableIndex, start, stateFlags }
     const code = codeOf(this, pointer, length)
-    if (compiler === undefined) return compileHere(this, job, code)
+    if (compiler === undefined) {
+      optimizedOnly = false
+      return compileHere(this, job, code)
+    }
     const id = nextId++
     waiting.set(id, { job, code })
     compiler.postMessage({ id, code })
@@ -74,10 +86,15 @@ export const compileGuestCodeOffThread = (cpu, port) => {
     compiler = undefined
     const left = [...waiting.values()]
     waiting.clear()
+    if (left.length > 0) optimizedOnly = false
     for (const { job, code } of left) compileHere(cpu, job, code)
   })
+  return compilation(() => waiting.size, () => optimizedOnly)
 }
 
-/** How the SDK compiles an emulator's guest code: on the compiler thread at `port`, or here without one. */
+/**
+ * How the SDK compiles an emulator's guest code: on the compiler thread at `port`, or here
+ * without one. Returns what `compilation` says.
+ */
 export const compileGuestCode = (cpu, port) =>
   port === undefined ? compileGuestCodeSynchronously(cpu) : compileGuestCodeOffThread(cpu, port)

@@ -8,14 +8,16 @@ import { MessageChannel, type MessagePort, Worker } from "node:worker_threads"
 
 const threadUrl = new URL("./guestCodeCompilerThread.mjs", import.meta.url)
 /**
- * Memory the compiler threads share (guestCodeCompilerThread.mjs): [0] modules compiled,
- * counted by the threads themselves; [1] the lock for changing V8's flags (v8Flags.mjs;
- * the emulator threads take it too: `v8FlagsLock`); [2] the count of threads compiling.
+ * Memory the process's threads share: `compiled`, the modules the compiler threads
+ * compiled; `lock`, the lock for changing V8's flags; `users`, the threads that need
+ * V8's optimizing compiler now (v8Flags.mjs: compiler threads, and emulator threads
+ * saving or loading compiled code).
  */
 const shared = new Int32Array(new SharedArrayBuffer(3 * 4))
+const cells = { compiled: 0, lock: 1, users: 2 } as const
 
-/** The process's lock for changing V8's flags, for the emulator threads (v8Flags.mjs). */
-export const v8FlagsLock = { memory: shared.buffer, index: 1 } as const
+/** What the emulator threads get to change V8's flags (v8Flags.mjs) with the compiler threads. */
+export const v8Flags = { memory: shared.buffer, lock: cells.lock, users: cells.users } as const
 
 /**
  * As many threads as cores, each serving the emulators given to it: the emulators of a
@@ -30,7 +32,7 @@ let nextThread = 0
 const running = (slot: number): Worker => {
   const existing = threads[slot]
   if (existing !== undefined) return existing
-  const started = new Worker(threadUrl, { workerData: { shared } })
+  const started = new Worker(threadUrl, { workerData: { shared, cells } })
   // It never keeps the process alive, and one that failed is replaced by the next `connect`.
   started.unref()
   const forget = () => {
@@ -57,7 +59,7 @@ export const connect = (): MessagePort | undefined => {
 }
 
 /** Guest-code modules compiled off the emulator threads in this process so far (tests). */
-export const compiledCount = (): number => Atomics.load(shared, 0)
+export const compiledCount = (): number => Atomics.load(shared, cells.compiled)
 
 /** Test hook, not public API: ends the compiler threads as a crash would. */
 export const stopForTesting = async (): Promise<void> => {

@@ -49,6 +49,8 @@ export interface ResumedMachine {
   readonly agent: string
   /** Makes its worker an ordinary sandbox's worker (referenced, counted). */
   readonly adopt: () => void
+  /** Saves its state and compiled code as the trained state, for a machine resumed to train one (box.ts). */
+  readonly train?: Effect.Effect<void> | undefined
 }
 
 /** How to make and warm a standby: given by the sandbox code, which knows machines. */
@@ -58,9 +60,10 @@ export interface StandbyRecipe {
   readonly resume: (files: FileServer) => Effect.Effect<ResumedMachine, MachineError, Scope.Scope>
   /**
    * Runs warm-up commands until the machine is warm enough or `stopped()` says to stop;
-   * it checks between commands, so a sandbox taking the standby waits for one at most.
+   * it checks between commands, so a sandbox taking the standby waits for one at most
+   * (or for the trained state being saved, ~1 s, at the warm-up's end).
    */
-  readonly warmUp: (client: AgentClient, stopped: () => boolean) => Effect.Effect<void, unknown>
+  readonly warmUp: (machine: ResumedMachine, stopped: () => boolean) => Effect.Effect<void, unknown>
 }
 
 interface Standby {
@@ -121,7 +124,7 @@ export const prepare = (recipe: StandbyRecipe): Effect.Effect<void> =>
           Scope.extend(scope)
         )
         const warmUp = { stop: false, warm: false }
-        const warming = yield* recipe.warmUp(resumed.client, () => warmUp.stop).pipe(
+        const warming = yield* recipe.warmUp(resumed, () => warmUp.stop).pipe(
           Effect.tap(() => Effect.sync(() => (warmUp.warm = !warmUp.stop))),
           Effect.ignore,
           Effect.forkDaemon

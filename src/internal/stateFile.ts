@@ -115,8 +115,11 @@ export const read = (path: string): Effect.Effect<SavedState, string> =>
     catch: (error) => (error as NodeJS.ErrnoException).code === "ENOENT" ? "no such file" : `cannot read it: ${String(error)}`
   }).pipe(Effect.flatMap((result) => result))
 
-/** Writes atomically (a temporary file, then a rename): readers never see half a state. */
-export const write = (path: string, bytes: Uint8Array): Effect.Effect<void, Error> =>
+/**
+ * Writes atomically (a temporary file, then a rename): readers never see half a state.
+ * `bytes` may come in parts, written one after another.
+ */
+export const write = (path: string, bytes: Uint8Array | ReadonlyArray<Uint8Array>): Effect.Effect<void, Error> =>
   Effect.tryPromise({
     try: async () => {
       await mkdir(dirname(path), { recursive: true })

@@ -46,16 +46,59 @@ export interface V86MachineConfig {
   /** Sees every byte of the kernel log (the testkit records them). */
   readonly onKernelLog?: ((bytes: Uint8Array) => void) | undefined
   /**
+   * Compiled guest code saved with `initialState` (the trained state, trainedState.ts):
+   * a new emulator resumes the state with it, so the guest's code runs compiled from its
+   * first command; if V8 will not load it, the state resumes without it. A recycled
+   * emulator keeps its own code instead (see v86Worker.mjs).
+   */
+  readonly savedCode?: SavedCode | undefined
+  /**
+   * Keeps what `saveStateAndCode` needs (a copy of each compiled module, ~9 MB): only for
+   * a machine being trained. Such a machine is always a new emulator, whose code is all
+   * recorded.
+   */
+  readonly recordCode?: boolean | undefined
+  /**
    * A machine made ahead for a sandbox not yet asked for (src/internal/standby.ts): its
    * worker never keeps the process alive and is not counted as a sandbox's, until `adopt`.
    */
   readonly detached?: boolean | undefined
 }
 
+/**
+ * An emulator's compiled guest code, saved by src/internal/compiledCode.mjs's `saveCode`:
+ * v86's own memory (its non-zero pages) and each module in its function table, with
+ * V8's machine code for it.
+ */
+export interface SavedCode {
+  readonly engine: {
+    readonly byteLength: number
+    readonly guestStart: number
+    readonly pages: Uint32Array
+    readonly packed: Uint8Array
+  }
+  readonly modules: ReadonlyArray<{ readonly slot: number; readonly wire: Uint8Array; readonly code: Uint8Array }>
+}
+
+const SavedCodeSchema = Schema.Struct({
+  engine: Schema.Struct({
+    byteLength: Schema.Number,
+    guestStart: Schema.Number,
+    pages: Schema.instanceOf(Uint32Array),
+    packed: Schema.Uint8ArrayFromSelf
+  }),
+  modules: Schema.Array(Schema.Struct({ slot: Schema.Number, wire: Schema.Uint8ArrayFromSelf, code: Schema.Uint8ArrayFromSelf }))
+})
+
 /** A machine made with `detached`, and what makes it an ordinary sandbox's machine. */
 export interface DetachedMachine {
   readonly machine: Machine
   readonly adopt: () => void
+  /**
+   * The machine's state and compiled code at one moment (made with `recordCode`); fails
+   * with the reason if the code cannot be saved, and the machine runs on either way.
+   */
+  readonly saveStateAndCode: Effect.Effect<{ readonly state: Uint8Array; readonly code: SavedCode }, MachineError | string>
 }
 
 const stopGrace = Duration.seconds(2)
@@ -69,6 +112,10 @@ const WorkerMessage = Schema.Union(
   Schema.TaggedStruct("agent", { bytes: Schema.Uint8ArrayFromSelf }),
   Schema.TaggedStruct("serial", { bytes: Schema.Uint8ArrayFromSelf }),
   Schema.TaggedStruct("saved", { id: Schema.Number, state: Schema.instanceOf(ArrayBuffer) }),
+  Schema.TaggedStruct("code-saved", { id: Schema.Number, state: Schema.instanceOf(ArrayBuffer), code: SavedCodeSchema }),
+  Schema.TaggedStruct("code-not-saved", { id: Schema.Number, message: Schema.String }),
+  Schema.TaggedStruct("code-loaded", { modules: Schema.Number }),
+  Schema.TaggedStruct("code-not-loaded", { reason: Schema.String }),
   Schema.TaggedStruct("files", { id: Schema.Number, bytes: Schema.Uint8ArrayFromSelf }),
   Schema.TaggedStruct("failed", { message: Schema.String }),
   Schema.TaggedStruct("stopped", {})
@@ -96,7 +143,7 @@ const workerHeap = { maxYoungGenerationSizeMb: 4 }
 /** The agent's frame layout, so the worker knows which output the caller waits for. */
 const agentFrames = { ...FRAME_LAYOUT, urgentTypes: AWAITED_FRAME_TYPES }
 const workerOptions = {
-  workerData: { cpuGate, agentFrames, flagsLock: GuestCodeCompiler.v8FlagsLock },
+  workerData: { cpuGate, agentFrames, v8Flags: GuestCodeCompiler.v8Flags },
   resourceLimits: workerHeap
 }
 
@@ -116,6 +163,16 @@ export const crashWorkersForTesting = (how: "throw" | "exit"): number => {
   return liveWorkers.size
 }
 
+/**
+ * How resuming with saved code went in this process (tests and diagnostics): machines
+ * that loaded it, and the reasons given when one could not.
+ */
+const codeLoads = { loaded: 0, refused: [] as Array<string> }
+export const savedCodeLoads = (): { readonly loaded: number; readonly refused: ReadonlyArray<string> } => ({
+  loaded: codeLoads.loaded,
+  refused: [...codeLoads.refused]
+})
+
 /** The version of the installed v86, which runs every machine. */
 export const v86Version: string = (createRequire(import.meta.url)("v86/package.json") as { version: string }).version
 
@@ -133,8 +190,9 @@ export const makeDetachable = (config: V86MachineConfig): Effect.Effect<Detached
   Effect.map(start({ onKernelLog: config.onKernelLog, fileServer: config.fileServer }, {
     detached: config.detached === true,
     emulator: emulatorKey(config),
-    resumes: config.initialState !== undefined
-  }), ({ adopt, machine, reused, worker }) => {
+    // A machine being trained records all its code: a new emulator.
+    resumes: config.initialState !== undefined && config.recordCode !== true
+  }), ({ adopt, machine, reused, saveStateAndCode, worker }) => {
     const state = config.initialState === undefined ? undefined : ownedBuffer(config.initialState)
     // A recycled emulator keeps the port it was given.
     const compiler = reused ? undefined : GuestCodeCompiler.connect()
@@ -152,11 +210,26 @@ export const makeDetachable = (config: V86MachineConfig): Effect.Effect<Detached
         memoryMB: config.memoryMB,
         initialState: state,
         reuse: reused,
-        compiler
+        compiler,
+        code: { record: config.recordCode === true, saved: reused ? undefined : config.savedCode }
       }
-    }, [...(state === undefined ? [] : [state.buffer]), ...(compiler === undefined ? [] : [compiler])])
-    return { machine, adopt }
+    }, [
+      ...(state === undefined ? [] : [state.buffer]),
+      ...(compiler === undefined ? [] : [compiler]),
+      ...(reused || config.savedCode === undefined ? [] : buffersOf(config.savedCode))
+    ])
+    return { machine, adopt, saveStateAndCode }
   })
+
+/**
+ * The buffers under saved code, moved to the worker with it: it is read for one machine
+ * (tens of MB), and a copy per view would copy each buffer again.
+ */
+const buffersOf = (code: SavedCode): Array<ArrayBuffer> => {
+  const buffers = new Set<ArrayBufferLike>([code.engine.pages.buffer, code.engine.packed.buffer])
+  for (const module of code.modules) buffers.add(module.wire.buffer).add(module.code.buffer)
+  return [...buffers].filter((buffer): buffer is ArrayBuffer => buffer instanceof ArrayBuffer)
+}
 
 /**
  * The bytes in a buffer of their own, which can be moved to the worker instead of copied.
@@ -206,6 +279,7 @@ const start = (
     const started = yield* Deferred.make<void, MachineError>()
     const stopped = yield* Deferred.make<void>()
     const saves = new Map<number, Deferred.Deferred<Uint8Array, MachineError>>()
+    const codeSaves = new Map<number, Deferred.Deferred<{ state: Uint8Array; code: SavedCode }, MachineError | string>>()
     let nextSaveId = 1
     let failure: MachineError | undefined
     /** Shut down healthy: its emulator may be recycled. */
@@ -218,6 +292,8 @@ const start = (
       Deferred.unsafeDone(started, Effect.fail(failure))
       for (const save of saves.values()) Deferred.unsafeDone(save, Effect.fail(failure))
       saves.clear()
+      for (const save of codeSaves.values()) Deferred.unsafeDone(save, Effect.fail(failure))
+      codeSaves.clear()
     }
 
     const onSerial = (bytes: Uint8Array) => {
@@ -249,7 +325,7 @@ const start = (
     let running = false
     const onMessage = (message: unknown) => {
       if (!isWorkerMessage(message)) return fail(`the emulator worker sent an unknown message: ${String(message)}`)
-      if (!running && message._tag !== "started" && message._tag !== "failed") return
+      if (!running && !["started", "failed", "code-loaded", "code-not-loaded"].includes(message._tag)) return
       switch (message._tag) {
         case "started":
           running = true
@@ -268,6 +344,25 @@ const start = (
           if (save !== undefined) Deferred.unsafeDone(save, Effect.succeed(new Uint8Array(message.state)))
           break
         }
+        case "code-saved":
+        case "code-not-saved": {
+          const save = codeSaves.get(message.id)
+          codeSaves.delete(message.id)
+          if (save === undefined) break
+          Deferred.unsafeDone(
+            save,
+            message._tag === "code-saved"
+              ? Effect.succeed({ state: new Uint8Array(message.state), code: message.code })
+              : Effect.fail(message.message)
+          )
+          break
+        }
+        case "code-loaded":
+          codeLoads.loaded++
+          break
+        case "code-not-loaded":
+          codeLoads.refused.push(message.reason)
+          break
         case "files":
           answerFileRequest(message.id, message.bytes)
           break
@@ -328,13 +423,21 @@ const start = (
         return yield* Deferred.await(save)
       })
     }
+    const saveStateAndCode = Effect.gen(function*() {
+      yield* alive
+      const save = yield* Deferred.make<{ state: Uint8Array; code: SavedCode }, MachineError | string>()
+      const id = nextSaveId++
+      codeSaves.set(id, save)
+      worker.postMessage({ type: "save-code", id })
+      return yield* Deferred.await(save)
+    })
     yield* Effect.addFinalizer(() =>
       Effect.sync(() => {
         recyclable = failure === undefined && running
         fail("the machine was shut down")
       })
     )
-    return { machine, worker, adopt, reused }
+    return { machine, worker, adopt, reused, saveStateAndCode }
   })
 
 /**

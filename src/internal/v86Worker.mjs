@@ -14,7 +14,10 @@
 //   { type: "pause" }          stop the emulator and drop its pending input and output: its
 //                              sandbox is gone, the emulator waits for a "boot" with reuse
 //   { type: "input", bytes }   bytes for the agent console (guest /dev/hvc0)
+//                              code: { record } to keep what `save-code` needs, or { saved }
+//                              (compiledCode.mjs's `saveCode`) to resume initialState with it
 //   { type: "save", id }       save the machine state
+//   { type: "save-code", id }  save the machine state and its compiled code (recorded: boot's code.record)
 //   { type: "files-reply", id, bytes }  the 9P reply to the "files" request `id`
 //   { type: "stop" }           destroy the emulator, then exit
 //   { type: "crash", how }     test hook: crash ("throw", uncaught) or end the thread ("exit")
@@ -23,6 +26,10 @@
 //   { _tag: "agent", bytes }            bytes the guest wrote to /dev/hvc0
 //   { _tag: "serial", bytes }           bytes the guest wrote to ttyS0 (kernel log)
 //   { _tag: "saved", id, state }        answer to "save"
+//   { _tag: "code-saved", id, state, code }  answer to "save-code" (code: compiledCode.mjs's `saveCode`)
+//   { _tag: "code-not-saved", id, message }  ... when the code cannot be saved (the machine runs on)
+//   { _tag: "code-loaded", modules } / { _tag: "code-not-loaded", reason }  how resuming with
+//                                       boot's code.saved went (before "started")
 //   { _tag: "files", id, bytes }        a 9P request from the guest's virtio-9p device (tag host9p)
 //   { _tag: "failed", message }         the emulator could not start or crashed
 //   { _tag: "stopped" }
@@ -34,6 +41,7 @@ import { FileDisk } from "./fileDisk.mjs"
 import { deviceOptions, removeCdromDrive } from "./machineDevices.mjs"
 import { cpuGate } from "./cpuGate.mjs"
 import { compileGuestCode } from "./guestCode.mjs"
+import { installCode, loadCode, recordModules, saveCode } from "./compiledCode.mjs"
 import { sleepWhileHalted, wake } from "./emulatorPacing.mjs"
 import { frameEnds, outbox } from "./outputPacing.mjs"
 import { exposedGc } from "./v8Flags.mjs"
@@ -47,9 +55,10 @@ if (port === null) throw new Error("v86Worker.mjs must run in a worker thread")
  * allocates too little for V8 ever to collect them: without this every idle sandbox
  * keeps them. (If V8 would not hand over `gc`, V8 collects them when it will.)
  */
+/** V8's flags, changed with the process's other threads (v8Flags.mjs). */
+const v8Flags = { ...workerData.v8Flags, cells: new Int32Array(workerData.v8Flags.memory) }
 const collectGarbage = (() => {
-  const { memory, index } = workerData.flagsLock
-  const gc = exposedGc(new Int32Array(memory), index)
+  const gc = exposedGc(v8Flags.cells, v8Flags.lock)
   return () => {
     if (gc !== undefined) setTimeout(gc, 0)
   }
@@ -79,6 +88,10 @@ let emulator
 let rootDisk
 /** This emulator's port to its guest-code compiler thread: open, it keeps this thread alive. */
 let compiler
+/** How its guest code is compiled (guestCode.mjs's `compilation`). */
+let compilation
+/** The modules in v86's table, recorded when the boot asked for it until the code is saved (compiledCode.mjs). */
+let recorded
 /** Closes what the emulator's machine held open besides itself: its disk file and compiler port. */
 const closeMachineHandles = () => {
   rootDisk?.close()
@@ -209,11 +222,12 @@ const boot = (config) => {
   emulator.add_listener("emulator-loaded", () => {
     const cpu = emulator.v86.cpu
     removeCdromDrive(cpu)
-    compileGuestCode(cpu, compiler)
+    compilation = compileGuestCode(cpu, compiler)
+    if (config.code?.record === true) recorded = recordModules(cpu)
     if (gate !== undefined) takeTurns(cpu)
     sleepWhileHalted(emulator.v86)
     // A saved state is restored by `resume` once v86 has loaded, not as `initial_state`.
-    if (state !== undefined) return void resume(state)
+    if (state !== undefined) return void resume(state, config.code?.saved)
     direct?.prepare(cpu)
     emulator.run()
   })
@@ -253,24 +267,42 @@ const SET_UP_BYTES = 0x100000
  * with RAM (measured: all 64 MiB resident after such a check, where the state has
  * ~19 MiB of non-zero pages), and the pages the saved guest never used cost none.
  */
-const resume = (state) => {
+const resume = (state, savedCode) => {
   const cpu = emulator.v86.cpu
   const clearMemory = cpu.zero_memory
+  const code = savedCode === undefined ? undefined : loadSavedCode(cpu, savedCode)
   return restoreAndRun(state, {
     zero_memory: (start, length) => {
       for (let page = start; page < Math.min(start + length, SET_UP_BYTES); page += PAGE_BYTES) {
         if (!cpu.is_memory_zeroed(page, PAGE_BYTES)) clearMemory(page, PAGE_BYTES)
       }
     }
+  }, code === undefined ? undefined : () => {
+    installCode(cpu, savedCode, code)
+    port.postMessage({ _tag: "code-loaded", modules: code.length })
   })
+}
+
+/** The saved code's modules loaded (compiledCode.mjs), or undefined, said to the caller, if they cannot be. */
+const loadSavedCode = (cpu, savedCode) => {
+  let loaded
+  try {
+    loaded = loadCode(cpu, savedCode, v8Flags)
+  } catch (error) {
+    loaded = { failed: String(error?.message ?? error) }
+  }
+  if (loaded.modules !== undefined) return loaded.modules
+  port.postMessage({ _tag: "code-not-loaded", reason: loaded.failed })
+  return undefined
 }
 
 /**
  * Restores a saved state with some of v86's CPU methods replaced for the restore only,
- * frees the state, and starts the machine (its "emulator-started" listener reports it
- * and collects the garbage); a state that does not restore is reported as "failed".
+ * frees the state, calls `restored` (if given), and starts the machine (its
+ * "emulator-started" listener reports it and collects the garbage); a state that does
+ * not restore is reported as "failed".
  */
-const restoreAndRun = async (state, replacements) => {
+const restoreAndRun = async (state, replacements, restored) => {
   const cpu = emulator.v86.cpu
   const originals = Object.fromEntries(Object.keys(replacements).map((name) => [name, cpu[name]]))
   Object.assign(cpu, replacements)
@@ -283,6 +315,7 @@ const restoreAndRun = async (state, replacements) => {
     Object.assign(cpu, originals)
     detach(state)
   }
+  restored?.()
   emulator.run()
 }
 
@@ -301,6 +334,9 @@ const restoreAndRun = async (state, replacements) => {
 const pause = () => {
   emulator?.stop()
   resetIo()
+  // Its code is no longer needed whole: what the next machine here saves is not recorded.
+  recorded?.stop()
+  recorded = undefined
 }
 
 /** Drops input, output and 9P replies meant for the guest that was here before. */
@@ -315,16 +351,7 @@ const resetIo = () => {
 
 const resumeInPlace = async (state) => {
   const cpu = emulator.v86.cpu
-  if (emulator.is_running()) {
-    emulator.stop()
-    await new Promise((resolve) => {
-      const stopped = () => {
-        emulator.remove_listener("emulator-stopped", stopped)
-        resolve()
-      }
-      emulator.add_listener("emulator-stopped", stopped)
-    })
-  }
+  await stopped()
   resetIo()
   const unpackMemory = (bitmap, packed) => {
     const memory = new Uint8Array(cpu.mem8.buffer, cpu.mem8.byteOffset, cpu.mem8.length)
@@ -344,6 +371,52 @@ const resumeInPlace = async (state) => {
     }
   }
   await restoreAndRun(state, { unpack_memory: unpackMemory, jit_clear_cache: () => {} })
+}
+
+/** Stops the emulator, if it runs, and waits until it has. */
+const stopped = async () => {
+  if (!emulator.is_running()) return
+  emulator.stop()
+  await new Promise((resolve) => {
+    const onStopped = () => {
+      emulator.remove_listener("emulator-stopped", onStopped)
+      resolve()
+    }
+    emulator.add_listener("emulator-stopped", onStopped)
+  })
+}
+
+/** How long `saveCode` waits for modules still being compiled to be installed. */
+const PENDING_WAIT_MILLIS = 10_000
+
+/**
+ * The state and compiled code at one moment: the emulator is stopped while they are
+ * taken, once no module is still being compiled (v86 would wait forever, in the machine
+ * resumed from them, for a module it had asked for), then runs on.
+ */
+const saveStateAndCode = async (id) => {
+  const cpu = emulator.v86.cpu
+  const wasRunning = emulator.is_running()
+  await stopped()
+  try {
+    if (recorded === undefined) throw new Error("this emulator did not record its code")
+    for (let waited = 0; compilation.pending() > 0; waited += 5) {
+      if (waited > PENDING_WAIT_MILLIS) throw new Error("modules were still being compiled")
+      await new Promise((resolve) => setTimeout(resolve, 5))
+    }
+    if (!compilation.optimizedOnly()) throw new Error("some of its code was not compiled by a compiler thread")
+    const state = await emulator.save_state()
+    const code = saveCode(cpu, recorded, v8Flags)
+    const transfer = [state, code.engine.pages.buffer, code.engine.packed.buffer, ...code.modules.map((module) => module.code.buffer)]
+    port.postMessage({ _tag: "code-saved", id, state, code }, transfer)
+    recorded.stop()
+    recorded = undefined
+  } catch (error) {
+    port.postMessage({ _tag: "code-not-saved", id, message: String(error?.message ?? error) })
+  } finally {
+    if (wasRunning) emulator.run()
+    collectGarbage()
+  }
 }
 
 const stop = async () => {
@@ -383,6 +456,9 @@ port.on("message", (message) => {
           },
           (error) => port.postMessage({ _tag: "failed", message: `save_state failed: ${String(error)}` })
         )
+        break
+      case "save-code":
+        void saveStateAndCode(message.id)
         break
       case "pause":
         pause()

@@ -1,0 +1,185 @@
+/**
+ * The trained state: the warm-start state after a standby's warm-up, saved with the guest
+ * code v86 compiled meanwhile (compiledCode.mjs). A new emulator resumed from it runs the
+ * guest's common paths (bash, fork, exec, the agent) compiled from its first command,
+ * where one resumed from the plain warm-start state runs them interpreted for hundreds
+ * of commands (docs/profiling.md). The first standby of an image warmed up in a new
+ * emulator trains it (box.ts); later processes resume from it.
+ *
+ * The guest in it is the warm-start guest after the warm-up's commands (`true` and the
+ * common tools), before any INIT: what a sandbox taking the standby gets anyway, and each
+ * sandbox still gets its own time, entropy and hostname.
+ *
+ * Its file sits beside the warm-start state's, named after it and after what V8's
+ * machine code needs to load (V8's version, the CPU): `<state>.<code id>.trained`.
+ * Format: a magic line, one JSON line (what it was made from, the sizes of its parts),
+ * then the raw v86 state, v86's memory pages (their page numbers, 32-bit little-endian,
+ * then their bytes) and each module's bytes and machine code.
+ */
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import { createHash } from "node:crypto"
+import { open, rm } from "node:fs/promises"
+import { arch, cpus } from "node:os"
+import { basename, dirname } from "node:path"
+import * as CacheFiles from "./cacheFiles.ts"
+import * as StateFile from "./stateFile.ts"
+import type { SavedCode } from "./v86Machine.ts"
+
+const MAGIC = "v86box-trained 1\n"
+
+export interface TrainedState {
+  /** The agent version the warm-start state announced. */
+  readonly agent: string
+  readonly origin: StateFile.StateOrigin
+  /** The raw v86 state, in a buffer of its own. */
+  readonly state: Uint8Array
+  readonly code: SavedCode
+}
+
+/** What V8's saved machine code needs to load in this process: V8 itself and the CPU. */
+const codeId = createHash("sha256")
+  .update(`${process.versions.v8}\n${arch()}\n${cpus()[0]?.model ?? "?"}`)
+  .digest("hex")
+  .slice(0, 16)
+
+/** The trained state's file for the warm-start state at `statePath`. */
+export const pathFor = (statePath: string): string => `${statePath}.${codeId}.trained`
+
+/** The names `pathFor` gives in the SDK's states dir, and the leftovers of writing them. */
+const DEFAULT_TRAINED_NAME = /^[0-9a-f]{32}\.v86state\.[0-9a-f]{16}\.trained(\..+\.partial)?$/
+/** Trained states (~60 MB each) kept in `assetsDir/states` however old: the one just written and the newest other. */
+const TRAINED_KEPT = 2
+
+interface Header {
+  readonly agent: string
+  readonly origin: StateFile.StateOrigin
+  readonly v8: string
+  readonly stateBytes: number
+  readonly engine: { readonly byteLength: number; readonly guestStart: number; readonly pages: number }
+  /** Per module: its slot, its bytes' length, its machine code's length. */
+  readonly modules: ReadonlyArray<readonly [slot: number, wire: number, code: number]>
+}
+
+const PAGE_BYTES = 4096
+
+/** The file's bytes, as the parts to write one after another. */
+const encode = (trained: TrainedState): Array<Uint8Array> => {
+  const { engine, modules } = trained.code
+  const header: Header = {
+    agent: trained.agent,
+    origin: trained.origin,
+    v8: process.versions.v8,
+    stateBytes: trained.state.byteLength,
+    engine: { byteLength: engine.byteLength, guestStart: engine.guestStart, pages: engine.pages.length },
+    modules: modules.map((module) => [module.slot, module.wire.byteLength, module.code.byteLength] as const)
+  }
+  const pageNumbers = Buffer.alloc(engine.pages.length * 4)
+  engine.pages.forEach((page, index) => pageNumbers.writeUInt32LE(page, index * 4))
+  return [
+    Buffer.from(`${MAGIC}${JSON.stringify(header)}\n`),
+    trained.state,
+    pageNumbers,
+    engine.packed,
+    ...modules.flatMap((module) => [module.wire, module.code])
+  ]
+}
+
+/** Enough of a file's start to hold its header lines (a module list of ~1,000 entries). */
+const HEADER_BYTES = 64 * 1024
+
+const isHeader = (value: unknown): value is Header => {
+  const header = value as Header
+  return typeof header === "object" && header !== null && typeof header.agent === "string" &&
+    typeof header.origin === "object" && typeof header.v8 === "string" && Number.isSafeInteger(header.stateBytes) &&
+    typeof header.engine === "object" && Number.isSafeInteger(header.engine?.pages) &&
+    Array.isArray(header.modules) &&
+    header.modules.every((module) => Array.isArray(module) && module.length === 3 && module.every(Number.isSafeInteger))
+}
+
+/**
+ * The trained state at `path` if it is one made for a machine of `expected` in this V8;
+ * why not otherwise ("no such file", a broken file...).
+ */
+export const read = (path: string, expected: StateFile.StateOrigin): Effect.Effect<TrainedState, string> =>
+  Effect.tryPromise({
+    try: async (): Promise<TrainedState | string> => {
+      const file = await open(path, "r")
+      try {
+        const { size } = await file.stat()
+        const head = Buffer.alloc(Math.min(size, HEADER_BYTES))
+        await file.read(head, 0, head.length, 0)
+        if (head.subarray(0, MAGIC.length).toString("latin1") !== MAGIC) return "not a v86box trained state"
+        const endOfHeader = head.indexOf(0x0a, MAGIC.length)
+        if (endOfHeader === -1) return "its header is truncated"
+        let header: unknown
+        try {
+          header = JSON.parse(head.subarray(MAGIC.length, endOfHeader).toString("utf8"))
+        } catch {
+          return "its header is not JSON"
+        }
+        if (!isHeader(header)) return "its header is not a trained state's"
+        const mismatch = StateFile.mismatch(header.origin, expected)
+        if (mismatch !== undefined) return mismatch
+        if (header.v8 !== process.versions.v8) return `it was made by V8 ${header.v8}, this is ${process.versions.v8}`
+        const start = endOfHeader + 1
+        const pagesBytes = header.engine.pages * 4
+        const packedBytes = header.engine.pages * PAGE_BYTES
+        const modulesBytes = header.modules.reduce((total, [, wire, code]) => total + wire + code, 0)
+        if (start + header.stateBytes + pagesBytes + packedBytes + modulesBytes !== size) return "its size does not match its header"
+        const state = new Uint8Array(header.stateBytes)
+        const code = new Uint8Array(size - start - header.stateBytes)
+        const [stateRead, codeRead] = [
+          await file.read(state, 0, state.length, start),
+          await file.read(code, 0, code.length, start + header.stateBytes)
+        ]
+        if (stateRead.bytesRead !== state.length || codeRead.bytesRead !== code.length) return "it is truncated"
+        const pages = new Uint32Array(header.engine.pages)
+        const pageNumbers = Buffer.from(code.buffer, 0, pagesBytes)
+        for (let index = 0; index < pages.length; index++) pages[index] = pageNumbers.readUInt32LE(index * 4)
+        let offset = pagesBytes + packedBytes
+        const modules = header.modules.map(([slot, wireBytes, codeBytes]) => {
+          const wire = code.subarray(offset, offset + wireBytes)
+          const machineCode = code.subarray(offset + wireBytes, offset + wireBytes + codeBytes)
+          offset += wireBytes + codeBytes
+          return { slot, wire, code: machineCode }
+        })
+        return {
+          agent: header.agent,
+          origin: header.origin,
+          state,
+          code: {
+            engine: {
+              byteLength: header.engine.byteLength,
+              guestStart: header.engine.guestStart,
+              pages,
+              packed: code.subarray(pagesBytes, pagesBytes + packedBytes)
+            },
+            modules
+          }
+        }
+      } finally {
+        await file.close()
+      }
+    },
+    catch: (error) => (error as NodeJS.ErrnoException).code === "ENOENT" ? "no such file" : `cannot read it: ${String(error)}`
+  }).pipe(Effect.flatMap((result) => typeof result === "string" ? Effect.fail(result) : Effect.succeed(result)))
+
+/** `read`, with anything unreadable as none. */
+export const readOption = (path: string, expected: StateFile.StateOrigin): Effect.Effect<Option.Option<TrainedState>> =>
+  read(path, expected).pipe(Effect.option)
+
+/**
+ * Writes it atomically beside its warm-start state; in the SDK's states dir older trained
+ * states then go (cacheFiles.ts).
+ */
+export const write = (path: string, trained: TrainedState): Effect.Effect<void, Error> =>
+  StateFile.write(path, encode(trained)).pipe(
+    Effect.zipRight(
+      DEFAULT_TRAINED_NAME.test(basename(path))
+        ? CacheFiles.prune(dirname(path), { names: DEFAULT_TRAINED_NAME, keep: TRAINED_KEPT, except: path })
+        : Effect.void
+    )
+  )
+
+export const remove = (path: string): Effect.Effect<void> => Effect.promise(() => rm(path, { force: true }))
