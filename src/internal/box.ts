@@ -195,7 +195,15 @@ const resume = (
     if (Option.isSome(trained)) {
       const { agent, code, state } = trained.value
       const resumed = yield* attempt(
-        resumeFrom({ ...config, savedCode: code }, { agent, origin, state }, options, startedAt, guestInit, origin, "warmStart")
+        resumeFrom(
+          { ...config, savedCode: code, onSavedCodeDamaged: removeDamaged(trainedPath) },
+          { agent, origin, state },
+          options,
+          startedAt,
+          guestInit,
+          origin,
+          "warmStart"
+        )
       )
       if (Exit.isSuccess(resumed)) return Option.some(resumed.value)
       yield* Effect.logWarning(`v86box: the trained state ${trainedPath} did not resume; removing it`, resumed.cause)
@@ -209,6 +217,13 @@ const resume = (
     yield* WarmStart.remove(path)
     return Option.none()
   })
+
+/** A trained state found damaged goes: the next standby trains a new one. */
+const removeDamaged = (path: string) => () => {
+  Effect.runFork(
+    Effect.zipRight(Effect.logWarning(`v86box: the trained state ${path} is damaged; removing it`), TrainedState.remove(path))
+  )
+}
 
 /**
  * How the standby for `key` is made: the trained state (or, until there is one, the
@@ -242,6 +257,7 @@ const standbyRecipe = (
         fileServer: files,
         initialState: saved.value.state,
         savedCode: Option.isSome(trained) ? trained.value.code : undefined,
+        onSavedCodeDamaged: removeDamaged(trainedPath),
         recordCode: training,
         detached: true
       })

@@ -14,6 +14,8 @@
 // it saves loads only under the same V8 build, CPU features and flags (else it returns
 // nothing, and the machine resumes without the code), and it must be TurboFan code, all
 // compiled: serializing anything else is a fatal error of the process (checked first).
+import { createHash } from "node:crypto"
+import { closeSync, openSync, readSync } from "node:fs"
 import { JIT_TABLE_OFFSET } from "./guestCode.mjs"
 import { callNative, withOptimizingCompiler } from "./v8Flags.mjs"
 
@@ -94,31 +96,57 @@ export const saveCode = (cpu, { modules }, flags) => {
 }
 
 /**
- * The saved modules loaded as V8 modules, ready for `installCode`, or why they cannot be
- * (another V8, CPU or flags; another v86 memory layout). Nothing of the emulator is
- * touched: on failure it resumes its state without the code.
+ * A stand-in for a module not loaded yet: a function of v86's JIT signature, `f(state)`,
+ * that calls `e.load(slot, state)` (`slot`: an imported global). One compiled module,
+ * instantiated per slot.
+ *
+ *   (module (import "e" "load" (func (param i32 i32))) (import "e" "slot" (global i32))
+ *     (func (export "f") (param i32) (call 0 (global.get 0) (local.get 0))))
  */
-export const loadCode = (cpu, code, flags) => {
-  if (code.engine.guestStart !== guestRange(cpu).start) return { failed: "v86 lays out its memory differently" }
-  const loaded = withOptimizingCompiler(flags.cells, flags, () => {
-    const modules = []
-    for (const { slot, wire, code: machineCode } of code.modules) {
-      const buffer = machineCode.buffer.slice(machineCode.byteOffset, machineCode.byteOffset + machineCode.byteLength)
-      const module = callNative(flags.cells, flags.lock, "(c, w) => %DeserializeWasmModule(c, w)", [buffer, new Uint8Array(wire)])
-      if (!(module instanceof WebAssembly.Module)) return undefined
-      modules.push({ slot, module })
-    }
-    return modules
-  })
-  return loaded === undefined ? { failed: "V8 would not load the saved machine code" } : { modules: loaded }
+const STAND_IN = Uint8Array.of(
+  0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
+  0x01, 0x0a, 0x02, 0x60, 0x02, 0x7f, 0x7f, 0x00, 0x60, 0x01, 0x7f, 0x00,
+  0x02, 0x14, 0x02, 0x01, 0x65, 0x04, 0x6c, 0x6f, 0x61, 0x64, 0x00, 0x00, 0x01, 0x65, 0x04, 0x73, 0x6c, 0x6f, 0x74, 0x03, 0x7f, 0x00,
+  0x03, 0x02, 0x01, 0x01,
+  0x07, 0x05, 0x01, 0x01, 0x66, 0x00, 0x01,
+  0x0a, 0x0a, 0x01, 0x08, 0x00, 0x23, 0x00, 0x20, 0x00, 0x10, 0x00, 0x0b
+)
+
+/**
+ * A saved module as a V8 module: its machine code loaded, or, if V8 will not load it,
+ * its bytes compiled here (slower code, still right). `read` gives its bytes, checked.
+ */
+const moduleOf = (entry, read, flags) => {
+  const { wire, code } = read(entry)
+  const buffer = code.buffer.slice(code.byteOffset, code.byteOffset + code.byteLength)
+  const loaded = withOptimizingCompiler(flags.cells, flags, () =>
+    callNative(flags.cells, flags.lock, "(c, w) => %DeserializeWasmModule(c, w)", [buffer, wire]))
+  return loaded instanceof WebAssembly.Module ? { module: loaded, fromCode: true } : { module: new WebAssembly.Module(wire), fromCode: false }
+}
+
+const entryOf = (cpu, module) => new WebAssembly.Instance(module, { e: cpu.jit_imports }).exports.f
+
+/**
+ * Whether V8 loads the saved machine code here (the same V8 build, CPU features and
+ * flags): the first module is loaded now. If not, the emulator resumes without the code.
+ */
+export const probeCode = (cpu, trained, read, flags) => {
+  if (trained.engine.guestStart !== guestRange(cpu).start) return { failed: "v86 lays out its memory differently" }
+  const [first] = trained.modules
+  if (first === undefined) return { loaded: [] }
+  const { module, fromCode } = moduleOf(first, read, flags)
+  return fromCode ? { loaded: [{ slot: first.slot, module }] } : { failed: "V8 would not load the saved machine code" }
 }
 
 /**
- * Puts the saved v86 memory and the loaded modules into the emulator, right after its
- * state (saved at the same moment) was restored and before it runs.
+ * Puts the saved v86 memory into the emulator, right after its state (saved at the same
+ * moment) was restored and before it runs, and fills v86's table: the modules `loaded`
+ * as they are, every other one as a stand-in that loads it when v86 first calls it
+ * (reading ~100 modules, ~30 MB, up front cost ~0.5 s before the first command, and
+ * most are not needed soon, or ever). `done` is called once none is left to load.
  */
-export const installCode = (cpu, code, loaded) => {
-  const { engine } = code
+export const installCode = (cpu, trained, loaded, read, flags, done) => {
+  const { engine } = trained
   const memory = cpu.wasm_memory
   if (memory.buffer.byteLength < engine.byteLength) memory.grow((engine.byteLength - memory.buffer.byteLength) / 65536)
   const bytes = new Uint8Array(memory.buffer)
@@ -134,8 +162,62 @@ export const installCode = (cpu, code, loaded) => {
     const current = bytes.subarray(offset, offset + PAGE_BYTES)
     if (Buffer.compare(current, wanted) !== 0) current.set(wanted)
   }
-  for (const { slot, module } of loaded) {
-    const instance = new WebAssembly.Instance(module, { e: cpu.jit_imports })
-    cpu.wm.wasm_table.set(slot + JIT_TABLE_OFFSET, instance.exports.f)
+
+  const table = cpu.wm.wasm_table
+  const waiting = new Map(trained.modules.map((entry) => [entry.slot, entry]))
+  for (const { slot } of loaded) waiting.delete(slot)
+  const originals = { jit_clear_func: cpu.jit_clear_func, jit_clear_all_funcs: cpu.jit_clear_all_funcs }
+  let finished = false
+  const finish = () => {
+    if (finished) return
+    finished = true
+    waiting.clear()
+    Object.assign(cpu, originals)
+    done()
   }
+  const settled = (slot) => {
+    waiting.delete(slot)
+    if (waiting.size === 0) finish()
+  }
+  // A slot v86 clears before its module was loaded needs it no more.
+  cpu.jit_clear_func = function(slot) {
+    settled(slot)
+    return originals.jit_clear_func.call(this, slot)
+  }
+  cpu.jit_clear_all_funcs = function() {
+    finish()
+    return originals.jit_clear_all_funcs.call(this)
+  }
+  const load = (slot, state) => {
+    const run = entryOf(cpu, moduleOf(waiting.get(slot), read, flags).module)
+    table.set(slot + JIT_TABLE_OFFSET, run)
+    settled(slot)
+    run(state)
+  }
+  const standIn = new WebAssembly.Module(STAND_IN)
+  for (const { slot, module } of loaded) table.set(slot + JIT_TABLE_OFFSET, entryOf(cpu, module))
+  for (const slot of waiting.keys()) {
+    const slotNumber = new WebAssembly.Global({ value: "i32" }, slot)
+    table.set(slot + JIT_TABLE_OFFSET, new WebAssembly.Instance(standIn, { e: { load, slot: slotNumber } }).exports.f)
+  }
+  if (waiting.size === 0) finish()
+}
+
+/**
+ * Reads saved modules from the trained state's file (`entries`: where each is, and the
+ * sha256 of its bytes and machine code), checking each: damaged machine code could crash
+ * the process. A damaged module throws, after `damaged()`. `close` once all are read.
+ */
+export const codeReader = (path, damaged) => {
+  const file = openSync(path, "r")
+  const read = (entry) => {
+    const bytes = new Uint8Array(entry.wireBytes + entry.codeBytes)
+    const got = readSync(file, bytes, 0, bytes.length, entry.offset)
+    if (got !== bytes.length || createHash("sha256").update(bytes).digest("hex") !== entry.sha256) {
+      damaged()
+      throw new Error(`the trained state ${path} is damaged (the module for slot ${entry.slot})`)
+    }
+    return { wire: bytes.subarray(0, entry.wireBytes), code: bytes.subarray(entry.wireBytes) }
+  }
+  return { read, close: () => closeSync(file) }
 }

@@ -12,9 +12,13 @@
  *
  * Its file sits beside the warm-start state's, named after it and after what V8's
  * machine code needs to load (V8's version, the CPU): `<state>.<code id>.trained`.
- * Format: a magic line, one JSON line (what it was made from, the sizes of its parts),
- * then the raw v86 state, v86's memory pages (their page numbers, 32-bit little-endian,
- * then their bytes) and each module's bytes and machine code.
+ * Format: a magic line, one JSON line (what it was made from, the sizes of its parts and
+ * their sha256), then the raw v86 state, v86's memory pages (their page numbers, 32-bit
+ * little-endian, then their bytes) and each module's bytes and machine code. V8 checks
+ * only that machine code was made by the same V8 and flags, not that it is intact, and
+ * loading damaged code could crash the process: so each part is checked against its
+ * sha256 before use. The modules are read by the emulator's worker as v86 first calls
+ * them (compiledCode.mjs): a resume reads only the state and v86's memory.
  */
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
@@ -24,15 +28,24 @@ import { arch, cpus } from "node:os"
 import { basename, dirname } from "node:path"
 import * as CacheFiles from "./cacheFiles.ts"
 import * as StateFile from "./stateFile.ts"
-import type { SavedCode } from "./v86Machine.ts"
+import type { SavedCode, TrainedCode } from "./v86Machine.ts"
 
 const MAGIC = "v86box-trained 1\n"
 
+/** A trained state as read: its modules stay in the file. */
 export interface TrainedState {
   /** The agent version the warm-start state announced. */
   readonly agent: string
   readonly origin: StateFile.StateOrigin
   /** The raw v86 state, in a buffer of its own. */
+  readonly state: Uint8Array
+  readonly code: TrainedCode
+}
+
+/** A trained state to write: its modules in memory, as the trained emulator saved them. */
+export interface NewTrainedState {
+  readonly agent: string
+  readonly origin: StateFile.StateOrigin
   readonly state: Uint8Array
   readonly code: SavedCode
 }
@@ -56,26 +69,36 @@ interface Header {
   readonly origin: StateFile.StateOrigin
   readonly v8: string
   readonly stateBytes: number
-  readonly engine: { readonly byteLength: number; readonly guestStart: number; readonly pages: number }
-  /** Per module: its slot, its bytes' length, its machine code's length. */
-  readonly modules: ReadonlyArray<readonly [slot: number, wire: number, code: number]>
+  /** `sha256`: of the page numbers and pages. */
+  readonly engine: { readonly byteLength: number; readonly guestStart: number; readonly pages: number; readonly sha256: string }
+  /** Per module: its slot, its bytes' length, its machine code's length, the sha256 of both. */
+  readonly modules: ReadonlyArray<readonly [slot: number, wire: number, code: number, sha256: string]>
 }
 
 const PAGE_BYTES = 4096
 
+const sha256Of = (parts: ReadonlyArray<Uint8Array>) => parts.reduce((hash, part) => hash.update(part), createHash("sha256")).digest("hex")
+
 /** The file's bytes, as the parts to write one after another. */
-const encode = (trained: TrainedState): Array<Uint8Array> => {
+const encode = (trained: NewTrainedState): Array<Uint8Array> => {
   const { engine, modules } = trained.code
+  const pageNumbers = Buffer.alloc(engine.pages.length * 4)
+  engine.pages.forEach((page, index) => pageNumbers.writeUInt32LE(page, index * 4))
   const header: Header = {
     agent: trained.agent,
     origin: trained.origin,
     v8: process.versions.v8,
     stateBytes: trained.state.byteLength,
-    engine: { byteLength: engine.byteLength, guestStart: engine.guestStart, pages: engine.pages.length },
-    modules: modules.map((module) => [module.slot, module.wire.byteLength, module.code.byteLength] as const)
+    engine: {
+      byteLength: engine.byteLength,
+      guestStart: engine.guestStart,
+      pages: engine.pages.length,
+      sha256: sha256Of([pageNumbers, engine.packed])
+    },
+    modules: modules.map((module) =>
+      [module.slot, module.wire.byteLength, module.code.byteLength, sha256Of([module.wire, module.code])] as const
+    )
   }
-  const pageNumbers = Buffer.alloc(engine.pages.length * 4)
-  engine.pages.forEach((page, index) => pageNumbers.writeUInt32LE(page, index * 4))
   return [
     Buffer.from(`${MAGIC}${JSON.stringify(header)}\n`),
     trained.state,
@@ -93,8 +116,11 @@ const isHeader = (value: unknown): value is Header => {
   return typeof header === "object" && header !== null && typeof header.agent === "string" &&
     typeof header.origin === "object" && typeof header.v8 === "string" && Number.isSafeInteger(header.stateBytes) &&
     typeof header.engine === "object" && Number.isSafeInteger(header.engine?.pages) &&
-    Array.isArray(header.modules) &&
-    header.modules.every((module) => Array.isArray(module) && module.length === 3 && module.every(Number.isSafeInteger))
+    typeof header.engine.sha256 === "string" && Array.isArray(header.modules) &&
+    header.modules.every((module) =>
+      Array.isArray(module) && module.length === 4 && module.slice(0, 3).every(Number.isSafeInteger) &&
+      typeof module[3] === "string"
+    )
 }
 
 /**
@@ -128,32 +154,33 @@ export const read = (path: string, expected: StateFile.StateOrigin): Effect.Effe
         const modulesBytes = header.modules.reduce((total, [, wire, code]) => total + wire + code, 0)
         if (start + header.stateBytes + pagesBytes + packedBytes + modulesBytes !== size) return "its size does not match its header"
         const state = new Uint8Array(header.stateBytes)
-        const code = new Uint8Array(size - start - header.stateBytes)
-        const [stateRead, codeRead] = [
+        const engine = new Uint8Array(pagesBytes + packedBytes)
+        const [stateRead, engineRead] = [
           await file.read(state, 0, state.length, start),
-          await file.read(code, 0, code.length, start + header.stateBytes)
+          await file.read(engine, 0, engine.length, start + header.stateBytes)
         ]
-        if (stateRead.bytesRead !== state.length || codeRead.bytesRead !== code.length) return "it is truncated"
+        if (stateRead.bytesRead !== state.length || engineRead.bytesRead !== engine.length) return "it is truncated"
+        if (sha256Of([engine]) !== header.engine.sha256) return "its v86 memory is damaged (sha256 differs)"
         const pages = new Uint32Array(header.engine.pages)
-        const pageNumbers = Buffer.from(code.buffer, 0, pagesBytes)
+        const pageNumbers = Buffer.from(engine.buffer, 0, pagesBytes)
         for (let index = 0; index < pages.length; index++) pages[index] = pageNumbers.readUInt32LE(index * 4)
-        let offset = pagesBytes + packedBytes
-        const modules = header.modules.map(([slot, wireBytes, codeBytes]) => {
-          const wire = code.subarray(offset, offset + wireBytes)
-          const machineCode = code.subarray(offset + wireBytes, offset + wireBytes + codeBytes)
+        let offset = start + header.stateBytes + pagesBytes + packedBytes
+        const modules = header.modules.map(([slot, wireBytes, codeBytes, sha256]) => {
+          const entry = { slot, offset, wireBytes, codeBytes, sha256 }
           offset += wireBytes + codeBytes
-          return { slot, wire, code: machineCode }
+          return entry
         })
         return {
           agent: header.agent,
           origin: header.origin,
           state,
           code: {
+            path,
             engine: {
               byteLength: header.engine.byteLength,
               guestStart: header.engine.guestStart,
               pages,
-              packed: code.subarray(pagesBytes, pagesBytes + packedBytes)
+              packed: engine.subarray(pagesBytes)
             },
             modules
           }
@@ -173,7 +200,7 @@ export const readOption = (path: string, expected: StateFile.StateOrigin): Effec
  * Writes it atomically beside its warm-start state; in the SDK's states dir older trained
  * states then go (cacheFiles.ts).
  */
-export const write = (path: string, trained: TrainedState): Effect.Effect<void, Error> =>
+export const write = (path: string, trained: NewTrainedState): Effect.Effect<void, Error> =>
   StateFile.write(path, encode(trained)).pipe(
     Effect.zipRight(
       DEFAULT_TRAINED_NAME.test(basename(path))

@@ -51,7 +51,9 @@ export interface V86MachineConfig {
    * first command; if V8 will not load it, the state resumes without it. A recycled
    * emulator keeps its own code instead (see v86Worker.mjs).
    */
-  readonly savedCode?: SavedCode | undefined
+  readonly savedCode?: TrainedCode | undefined
+  /** Told when a module of `savedCode` turned out damaged (the machine then fails). */
+  readonly onSavedCodeDamaged?: (() => void) | undefined
   /**
    * Keeps what `saveStateAndCode` needs (a copy of each compiled module, ~9 MB): only for
    * a machine being trained. Such a machine is always a new emulator, whose code is all
@@ -78,6 +80,23 @@ export interface SavedCode {
     readonly packed: Uint8Array
   }
   readonly modules: ReadonlyArray<{ readonly slot: number; readonly wire: Uint8Array; readonly code: Uint8Array }>
+}
+
+/**
+ * Saved code to resume with, as trainedState.ts reads it: v86's memory in hand, the
+ * modules left in the file at `path` (read by the worker as v86 first calls them).
+ */
+export interface TrainedCode {
+  readonly path: string
+  readonly engine: SavedCode["engine"]
+  readonly modules: ReadonlyArray<{
+    readonly slot: number
+    readonly offset: number
+    readonly wireBytes: number
+    readonly codeBytes: number
+    /** Of the module's bytes and machine code, as they lie in the file. */
+    readonly sha256: string
+  }>
 }
 
 const SavedCodeSchema = Schema.Struct({
@@ -116,6 +135,7 @@ const WorkerMessage = Schema.Union(
   Schema.TaggedStruct("code-not-saved", { id: Schema.Number, message: Schema.String }),
   Schema.TaggedStruct("code-loaded", { modules: Schema.Number }),
   Schema.TaggedStruct("code-not-loaded", { reason: Schema.String }),
+  Schema.TaggedStruct("code-damaged", {}),
   Schema.TaggedStruct("files", { id: Schema.Number, bytes: Schema.Uint8ArrayFromSelf }),
   Schema.TaggedStruct("failed", { message: Schema.String }),
   Schema.TaggedStruct("stopped", {})
@@ -187,7 +207,7 @@ export const make = (config: V86MachineConfig): Effect.Effect<Machine, MachineEr
 export const makeDetachable = (config: V86MachineConfig): Effect.Effect<DetachedMachine, MachineError, Scope.Scope> =>
   // The images (root disk, saved state: tens of MB) are posted and forgotten: the
   // machine's closures live as long as it does and are made where `config` is not seen.
-  Effect.map(start({ onKernelLog: config.onKernelLog, fileServer: config.fileServer }, {
+  Effect.map(start({ onKernelLog: config.onKernelLog, fileServer: config.fileServer, onSavedCodeDamaged: config.onSavedCodeDamaged }, {
     detached: config.detached === true,
     emulator: emulatorKey(config),
     // A machine being trained records all its code: a new emulator.
@@ -221,15 +241,10 @@ export const makeDetachable = (config: V86MachineConfig): Effect.Effect<Detached
     return { machine, adopt, saveStateAndCode }
   })
 
-/**
- * The buffers under saved code, moved to the worker with it: it is read for one machine
- * (tens of MB), and a copy per view would copy each buffer again.
- */
-const buffersOf = (code: SavedCode): Array<ArrayBuffer> => {
-  const buffers = new Set<ArrayBufferLike>([code.engine.pages.buffer, code.engine.packed.buffer])
-  for (const module of code.modules) buffers.add(module.wire.buffer).add(module.code.buffer)
-  return [...buffers].filter((buffer): buffer is ArrayBuffer => buffer instanceof ArrayBuffer)
-}
+/** The buffers under saved code, moved to the worker with it: it is read for one machine. */
+const buffersOf = (code: TrainedCode): Array<ArrayBuffer> =>
+  [...new Set<ArrayBufferLike>([code.engine.pages.buffer, code.engine.packed.buffer])]
+    .filter((buffer): buffer is ArrayBuffer => buffer instanceof ArrayBuffer)
 
 /**
  * The bytes in a buffer of their own, which can be moved to the worker instead of copied.
@@ -263,7 +278,7 @@ const wasmIdOf = (wasm: WebAssembly.Module): number => {
 
 /** The worker and the machine over it, waiting for its "boot" message. */
 const start = (
-  hooks: Pick<V86MachineConfig, "onKernelLog" | "fileServer">,
+  hooks: Pick<V86MachineConfig, "onKernelLog" | "fileServer" | "onSavedCodeDamaged">,
   how: {
     readonly detached: boolean
     /** {@link emulatorKey} of the machine to start. */
@@ -325,7 +340,7 @@ const start = (
     let running = false
     const onMessage = (message: unknown) => {
       if (!isWorkerMessage(message)) return fail(`the emulator worker sent an unknown message: ${String(message)}`)
-      if (!running && !["started", "failed", "code-loaded", "code-not-loaded"].includes(message._tag)) return
+      if (!running && !["started", "failed", "code-loaded", "code-not-loaded", "code-damaged"].includes(message._tag)) return
       switch (message._tag) {
         case "started":
           running = true
@@ -362,6 +377,9 @@ const start = (
           break
         case "code-not-loaded":
           codeLoads.refused.push(message.reason)
+          break
+        case "code-damaged":
+          hooks.onSavedCodeDamaged?.()
           break
         case "files":
           answerFileRequest(message.id, message.bytes)

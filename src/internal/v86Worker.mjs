@@ -15,7 +15,7 @@
 //                              sandbox is gone, the emulator waits for a "boot" with reuse
 //   { type: "input", bytes }   bytes for the agent console (guest /dev/hvc0)
 //                              code: { record } to keep what `save-code` needs, or { saved }
-//                              (compiledCode.mjs's `saveCode`) to resume initialState with it
+//                              (v86Machine.ts's TrainedCode) to resume initialState with it
 //   { type: "save", id }       save the machine state
 //   { type: "save-code", id }  save the machine state and its compiled code (recorded: boot's code.record)
 //   { type: "files-reply", id, bytes }  the 9P reply to the "files" request `id`
@@ -30,6 +30,7 @@
 //   { _tag: "code-not-saved", id, message }  ... when the code cannot be saved (the machine runs on)
 //   { _tag: "code-loaded", modules } / { _tag: "code-not-loaded", reason }  how resuming with
 //                                       boot's code.saved went (before "started")
+//   { _tag: "code-damaged" }            a module of code.saved was damaged (the worker then fails)
 //   { _tag: "files", id, bytes }        a 9P request from the guest's virtio-9p device (tag host9p)
 //   { _tag: "failed", message }         the emulator could not start or crashed
 //   { _tag: "stopped" }
@@ -41,7 +42,7 @@ import { FileDisk } from "./fileDisk.mjs"
 import { deviceOptions, removeCdromDrive } from "./machineDevices.mjs"
 import { cpuGate } from "./cpuGate.mjs"
 import { compileGuestCode } from "./guestCode.mjs"
-import { installCode, loadCode, recordModules, saveCode } from "./compiledCode.mjs"
+import { codeReader, installCode, probeCode, recordModules, saveCode } from "./compiledCode.mjs"
 import { sleepWhileHalted, wake } from "./emulatorPacing.mjs"
 import { frameEnds, outbox } from "./outputPacing.mjs"
 import { exposedGc } from "./v8Flags.mjs"
@@ -92,10 +93,11 @@ let compiler
 let compilation
 /** The modules in v86's table, recorded when the boot asked for it until the code is saved (compiledCode.mjs). */
 let recorded
-/** Closes what the emulator's machine held open besides itself: its disk file and compiler port. */
+/** Closes what the emulator's machine held open besides itself: its disk file, compiler port and trained code's file. */
 const closeMachineHandles = () => {
   rootDisk?.close()
   rootDisk = undefined
+  closeTrainedCode()
   compiler?.close()
   compiler = undefined
 }
@@ -267,10 +269,10 @@ const SET_UP_BYTES = 0x100000
  * with RAM (measured: all 64 MiB resident after such a check, where the state has
  * ~19 MiB of non-zero pages), and the pages the saved guest never used cost none.
  */
-const resume = (state, savedCode) => {
+const resume = (state, trainedCode) => {
   const cpu = emulator.v86.cpu
   const clearMemory = cpu.zero_memory
-  const code = savedCode === undefined ? undefined : loadSavedCode(cpu, savedCode)
+  const code = trainedCode === undefined ? undefined : loadTrainedCode(cpu, trainedCode)
   return restoreAndRun(state, {
     zero_memory: (start, length) => {
       for (let page = start; page < Math.min(start + length, SET_UP_BYTES); page += PAGE_BYTES) {
@@ -278,21 +280,38 @@ const resume = (state, savedCode) => {
       }
     }
   }, code === undefined ? undefined : () => {
-    installCode(cpu, savedCode, code)
-    port.postMessage({ _tag: "code-loaded", modules: code.length })
+    installCode(cpu, trainedCode, code.loaded, code.reader.read, v8Flags, closeTrainedCode)
+    for (const buffer of [trainedCode.engine.pages.buffer, trainedCode.engine.packed.buffer]) detach(buffer)
+    port.postMessage({ _tag: "code-loaded", modules: trainedCode.modules.length })
   })
 }
 
-/** The saved code's modules loaded (compiledCode.mjs), or undefined, said to the caller, if they cannot be. */
-const loadSavedCode = (cpu, savedCode) => {
-  let loaded
+/** The file of the trained code this emulator still loads modules from (compiledCode.mjs). */
+let trainedCodeFile
+const closeTrainedCode = () => {
+  trainedCodeFile?.close()
+  trainedCodeFile = undefined
+}
+
+/**
+ * The trained code's first module loaded, and a reader of its file for the rest
+ * (compiledCode.mjs); or undefined, said to the caller, if the code cannot be used.
+ */
+const loadTrainedCode = (cpu, trainedCode) => {
+  let reader
+  let probe
   try {
-    loaded = loadCode(cpu, savedCode, v8Flags)
+    reader = codeReader(trainedCode.path, () => port.postMessage({ _tag: "code-damaged" }))
+    probe = probeCode(cpu, trainedCode, reader.read, v8Flags)
   } catch (error) {
-    loaded = { failed: String(error?.message ?? error) }
+    probe = { failed: String(error?.message ?? error) }
   }
-  if (loaded.modules !== undefined) return loaded.modules
-  port.postMessage({ _tag: "code-not-loaded", reason: loaded.failed })
+  if (probe.loaded !== undefined) {
+    trainedCodeFile = reader
+    return { reader, loaded: probe.loaded }
+  }
+  reader?.close()
+  port.postMessage({ _tag: "code-not-loaded", reason: probe.failed })
   return undefined
 }
 
