@@ -112,17 +112,17 @@ const STAND_IN = Uint8Array.of(
   0x0a, 0x0a, 0x01, 0x08, 0x00, 0x23, 0x00, 0x20, 0x00, 0x10, 0x00, 0x0b
 )
 
-/**
- * A saved module as a V8 module: its machine code loaded, or, if V8 will not load it,
- * its bytes compiled here (slower code, still right). `read` gives its bytes, checked.
- */
-const moduleOf = (entry, read, flags) => {
+/** A saved module as V8 loads its machine code, or undefined if V8 will not. `read` gives its bytes, checked. */
+export const savedModule = (entry, read, flags) => {
   const { wire, code } = read(entry)
   const buffer = code.buffer.slice(code.byteOffset, code.byteOffset + code.byteLength)
   const loaded = withOptimizingCompiler(flags.cells, flags, () =>
     callNative(flags.cells, flags.lock, "(c, w) => %DeserializeWasmModule(c, w)", [buffer, wire]))
-  return loaded instanceof WebAssembly.Module ? { module: loaded, fromCode: true } : { module: new WebAssembly.Module(wire), fromCode: false }
+  return loaded instanceof WebAssembly.Module ? loaded : undefined
 }
+
+/** A saved module's code: its machine code loaded, or, if V8 will not, its bytes compiled here (slower code, still right). */
+const moduleOf = (entry, read, flags) => savedModule(entry, read, flags) ?? new WebAssembly.Module(read(entry).wire)
 
 const entryOf = (cpu, module) => new WebAssembly.Instance(module, { e: cpu.jit_imports }).exports.f
 
@@ -134,18 +134,20 @@ export const probeCode = (cpu, trained, read, flags) => {
   if (trained.engine.guestStart !== guestRange(cpu).start) return { failed: "v86 lays out its memory differently" }
   const [first] = trained.modules
   if (first === undefined) return { loaded: [] }
-  const { module, fromCode } = moduleOf(first, read, flags)
-  return fromCode ? { loaded: [{ slot: first.slot, module }] } : { failed: "V8 would not load the saved machine code" }
+  const module = savedModule(first, read, flags)
+  return module !== undefined ? { loaded: [{ slot: first.slot, module }] } : { failed: "V8 would not load the saved machine code" }
 }
 
 /**
  * Puts the saved v86 memory into the emulator, right after its state (saved at the same
  * moment) was restored and before it runs, and fills v86's table: the modules `loaded`
  * as they are, every other one as a stand-in that loads it when v86 first calls it
- * (reading ~100 modules, ~30 MB, up front cost ~0.5 s before the first command, and
- * most are not needed soon, or ever). `done` is called once none is left to load.
+ * (reading ~100 modules, ~30 MB, up front cost ~0.5 s before the first command). Each is
+ * also asked for ahead from `loadAhead(entry, loaded)` (a compiler thread, which loads it
+ * on another core): whichever comes first fills the slot. `done` is called once none is
+ * left to load.
  */
-export const installCode = (cpu, trained, loaded, read, flags, done) => {
+export const installCode = (cpu, trained, loaded, read, flags, loadAhead, done) => {
   const { engine } = trained
   const memory = cpu.wasm_memory
   if (memory.buffer.byteLength < engine.byteLength) memory.grow((engine.byteLength - memory.buffer.byteLength) / 65536)
@@ -189,7 +191,7 @@ export const installCode = (cpu, trained, loaded, read, flags, done) => {
     return originals.jit_clear_all_funcs.call(this)
   }
   const load = (slot, state) => {
-    const run = entryOf(cpu, moduleOf(waiting.get(slot), read, flags).module)
+    const run = entryOf(cpu, moduleOf(waiting.get(slot), read, flags))
     table.set(slot + JIT_TABLE_OFFSET, run)
     settled(slot)
     run(state)
@@ -200,7 +202,14 @@ export const installCode = (cpu, trained, loaded, read, flags, done) => {
     const slotNumber = new WebAssembly.Global({ value: "i32" }, slot)
     table.set(slot + JIT_TABLE_OFFSET, new WebAssembly.Instance(standIn, { e: { load, slot: slotNumber } }).exports.f)
   }
-  if (waiting.size === 0) finish()
+  if (waiting.size === 0) return finish()
+  for (const entry of waiting.values()) {
+    loadAhead(entry, (module) => {
+      if (waiting.get(entry.slot) !== entry) return
+      table.set(entry.slot + JIT_TABLE_OFFSET, entryOf(cpu, module))
+      settled(entry.slot)
+    })
+  }
 }
 
 /**

@@ -39,16 +39,18 @@ const compileHere = (cpu, job, code) => {
 /**
  * What the emulator thread can ask of how its guest code is compiled: `pending`, modules
  * handed to v86's JIT and not installed yet; `optimizedOnly`, whether every module so
- * far was compiled by a compiler thread (with TurboFan: compiledCode.mjs saves only such).
+ * far was compiled by a compiler thread (with TurboFan: compiledCode.mjs saves only such);
+ * `loadSaved(path, entry, loaded)`, a saved module (compiledCode.mjs) loaded on the
+ * compiler thread and handed to `loaded`, if it can be (nothing happens otherwise).
  */
-const compilation = (pending, optimizedOnly) => ({ pending, optimizedOnly })
+const compilation = (pending, optimizedOnly, loadSaved) => ({ pending, optimizedOnly, loadSaved })
 
 /** Every module compiled on this thread (`compileHere`): when there is no compiler thread. */
 export const compileGuestCodeSynchronously = (cpu) => {
   cpu.codegen_finalize = function(tableIndex, start, stateFlags, pointer, length) {
     compileHere(this, { tableIndex, start, stateFlags }, codeOf(this, pointer, length))
   }
-  return compilation(() => 0, () => false)
+  return compilation(() => 0, () => false, () => undefined)
 }
 
 /**
@@ -59,6 +61,8 @@ export const compileGuestCodeSynchronously = (cpu) => {
 export const compileGuestCodeOffThread = (cpu, port) => {
   /** Modules sent and not back yet, by request id: the job and its bytes (for the fallback). */
   const waiting = new Map()
+  /** Saved modules asked for and not back yet, by request id: who takes them. */
+  const loading = new Map()
   let nextId = 1
   let compiler = port
   let optimizedOnly = true
@@ -76,6 +80,9 @@ export const compileGuestCodeOffThread = (cpu, port) => {
   }
 
   port.on("message", ({ id, module, error }) => {
+    const loaded = loading.get(id)
+    loading.delete(id)
+    if (loaded !== undefined && module !== undefined) return loaded(module)
     const request = waiting.get(id)
     if (request === undefined) return
     waiting.delete(id)
@@ -88,8 +95,15 @@ export const compileGuestCodeOffThread = (cpu, port) => {
     waiting.clear()
     if (left.length > 0) optimizedOnly = false
     for (const { job, code } of left) compileHere(cpu, job, code)
+    loading.clear()
   })
-  return compilation(() => waiting.size, () => optimizedOnly)
+  const loadSaved = (path, entry, loaded) => {
+    if (compiler === undefined) return
+    const id = nextId++
+    loading.set(id, loaded)
+    compiler.postMessage({ id, saved: { path, entry } })
+  }
+  return compilation(() => waiting.size, () => optimizedOnly, loadSaved)
 }
 
 /**
