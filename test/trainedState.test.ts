@@ -63,7 +63,7 @@ describe("trained state files", () => {
       const reader = codeReader(path, () => undefined)
       const modules = read.code.modules.map((entry) => {
         const { code, wire } = reader.read(entry)
-        return { slot: entry.slot, wire: [...wire], code: [...code] }
+        return { slot: entry.slot, wire: [...wire], code: [...new Uint8Array(code)] }
       })
       reader.close()
       expect(modules).toEqual(trained.code.modules.map(({ code, slot, wire }) => ({ slot, wire: [...wire], code: [...code] })))
