@@ -40,8 +40,8 @@ import * as HostShares from "./hostShares.ts"
 import type { Machine } from "./machine.ts"
 import * as Standby from "./standby.ts"
 import * as StateFile from "./stateFile.ts"
-import * as V86Machine from "./v86Machine.ts"
 import * as TrainedState from "./trainedState.ts"
+import * as V86Machine from "./v86Machine.ts"
 import * as WarmStart from "./warmStart.ts"
 
 /** How long closing a command's scope waits for the guest to confirm it is gone. */
@@ -307,9 +307,9 @@ const standbyRecipe = (
 
 /**
  * Commands a standby that trains runs at least: enough for v86 to compile the paths of
- * `true` and of the tools (measured: ~120 modules after 600; the first sandbox of a new
- * process then ran `exec("true")` at p50 4.6-5.1 ms over its commands 11-210, against
- * 8.6-9.1 resumed without the code; docs/profiling.md).
+ * `true` and of the tools (105-111 modules after 600, ~10 s in a new emulator; the first
+ * sandbox of a new process then ran `exec("true")` at p50 ~6-8 ms over its commands
+ * 11-210, against ~10-12 resumed without the code: docs/profiling.md).
  */
 const trainingCommands = 600
 

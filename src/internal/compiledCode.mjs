@@ -4,8 +4,8 @@
 //
 // Why: v86 compiles a guest page only after it ran ~200,000 instructions interpreted, and
 // a saved state keeps no compiled code, so a new emulator's commands get faster for
-// hundreds of commands (`exec("true")` p50 ~9 ms over a new emulator's commands 11-210,
-// ~5 with the code carried over; docs/profiling.md).
+// hundreds of commands (`exec("true")` p50 ~10-12 ms over a new emulator's commands
+// 11-210 on a busy host, ~6-8 with the code carried over; docs/profiling.md).
 //
 // What is carried: v86's own memory outside guest RAM (its registers, TLB and JIT tables:
 // which page's code is in which slot of its function table) and, for every filled slot,

@@ -4,18 +4,18 @@
 //
 // Messages in (from src/internal/v86Machine.ts):
 //   { type: "boot", config }   config: { wasm, firmware, bios, vgaBios, kernel, initrd, rootfs,
-//                                        cmdline, memoryMB, initialState, reuse, compiler }
+//                                        cmdline, memoryMB, initialState, reuse, compiler, code }
 //                              (ArrayBuffers / Module; the BIOS images only with firmware "seabios";
 //                              rootfs: { path, byteLength }, the root disk's file, read as needed)
 //                              with reuse, initialState goes into the paused emulator this worker
 //                              already has (see "Recycled emulators" below); compiler: a
 //                              MessagePort to a guest-code compiler thread (guestCode.mjs),
-//                              given to a new emulator only
+//                              given to a new emulator only; code: { record } to keep what
+//                              "save-code" needs, or { saved } (v86Machine.ts's TrainedCode)
+//                              to resume initialState with it (compiledCode.mjs)
 //   { type: "pause" }          stop the emulator and drop its pending input and output: its
 //                              sandbox is gone, the emulator waits for a "boot" with reuse
 //   { type: "input", bytes }   bytes for the agent console (guest /dev/hvc0)
-//                              code: { record } to keep what `save-code` needs, or { saved }
-//                              (v86Machine.ts's TrainedCode) to resume initialState with it
 //   { type: "save", id }       save the machine state
 //   { type: "save-code", id }  save the machine state and its compiled code (recorded: boot's code.record)
 //   { type: "files-reply", id, bytes }  the 9P reply to the "files" request `id`
@@ -50,14 +50,15 @@ import { exposedGc } from "./v8Flags.mjs"
 const port = parentPort
 if (port === null) throw new Error("v86Worker.mjs must run in a worker thread")
 
+/** V8's flags, changed with the process's other threads (v8Flags.mjs). */
+const v8Flags = { ...workerData.v8Flags, cells: new Int32Array(workerData.v8Flags.memory) }
+
 /**
  * A full garbage collection of this thread. Booting, restoring and saving leave ~100 MB
  * of copies behind (images, state blocks, the packed memory), and an idle emulator
  * allocates too little for V8 ever to collect them: without this every idle sandbox
  * keeps them. (If V8 would not hand over `gc`, V8 collects them when it will.)
  */
-/** V8's flags, changed with the process's other threads (v8Flags.mjs). */
-const v8Flags = { ...workerData.v8Flags, cells: new Int32Array(workerData.v8Flags.memory) }
 const collectGarbage = (() => {
   const gc = exposedGc(v8Flags.cells, v8Flags.lock)
   return () => {
