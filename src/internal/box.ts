@@ -218,7 +218,10 @@ const resume = (
     return Option.none()
   })
 
-/** A trained state found damaged goes: the next standby trains a new one. */
+/** The warm-start states whose trained state a standby of this process tried to make. */
+const trainingTried = new Set<string>()
+
+/** A trained state found damaged goes: the next process's standby trains a new one. */
 const removeDamaged = (path: string) => () => {
   Effect.runFork(
     Effect.zipRight(Effect.logWarning(`v86box: the trained state ${path} is damaged; removing it`), TrainedState.remove(path))
@@ -231,8 +234,9 @@ const removeDamaged = (path: string) => () => {
  * left, when it fits: its compiled code is kept), then commands until `exec("true")` runs
  * at full speed (v86 compiles a guest page's code only once it has run often: in a new
  * emulator the fork, exec and exit paths of a command need ~30 runs; in a recycled one,
- * a few). Without a trained state the standby trains one: it resumes in a new emulator
- * that records its code, runs at least `trainingCommands`, and saves its state and code.
+ * a few). Without a trained state the first standby of the process trains one: it
+ * resumes in a new emulator that records its code, runs at least `trainingCommands`, and
+ * saves its state and code.
  */
 const standbyRecipe = (
   key: Standby.StandbyKey,
@@ -251,7 +255,10 @@ const standbyRecipe = (
       if (Option.isNone(saved)) {
         return yield* Effect.fail(new MachineError({ reason: "the warm-start state is gone", consoleTail: "" }))
       }
-      const training = Option.isNone(trained)
+      // One try per process: a standby that trains is a new emulator, and one taken before
+      // its training ends is slower than one resumed in a recycled emulator.
+      const training = Option.isNone(trained) && !trainingTried.has(key.statePath)
+      if (training) trainingTried.add(key.statePath)
       const { adopt, machine, saveStateAndCode } = yield* V86Machine.makeDetachable({
         ...config,
         fileServer: files,
@@ -307,11 +314,12 @@ const standbyRecipe = (
 
 /**
  * Commands a standby that trains runs at least: enough for v86 to compile the paths of
- * `true` and of the tools (105-111 modules after 600, ~10 s in a new emulator; the first
- * sandbox of a new process then ran `exec("true")` at p50 ~6-8 ms over its commands
- * 11-210, against ~10-12 resumed without the code: docs/profiling.md).
+ * `true` and of the tools (~20 s in a new emulator, once per image, Node and CPU). After
+ * 600, 105-111 modules, and the bench's sandbox ran `exec("true")` at p50 ~0.7 ms above
+ * its speed after 1000 commands; after 1500, 141-144 modules and ~0.2 ms above it
+ * (docs/profiling.md).
  */
-const trainingCommands = 600
+const trainingCommands = 1500
 
 /**
  * The standby's warm-up: at most this many commands (~4 s of emulation in a new emulator
