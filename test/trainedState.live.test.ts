@@ -1,6 +1,6 @@
 /**
- * The trained state against live VMs (src/internal/trainedState.ts): the first standby
- * of an image trains it; a sandbox in a new emulator then resumes it with the guest code
+ * The trained state against live VMs (src/internal/trainedState.ts): a process that has
+ * a warm standby and nothing else to do trains it; a sandbox in a new emulator then resumes it with the guest code
  * compiled, computes right and is as fresh as any resumed sandbox; code V8 will not load
  * means a resume without it; a damaged module or a trained state that does not resume
  * means it is removed.
@@ -75,13 +75,23 @@ const sample = (box: V86Box.Service) =>
   box.exec("head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n'; echo; hostname; date +%s%3N")
 
 describe("the trained state", () => {
-  it.live("is trained by the first standby; a new emulator resumes it with its code, computes right and is fresh", () =>
+  it.live("is trained while the process is idle; a new emulator resumes it with its code, computes right and is fresh", () =>
     Effect.gen(function*() {
-      // Cold boot (saves the warm-start state); its release makes the standby, which trains.
+      // Cold boot (saves the warm-start state); its release makes the standby, and once
+      // that is warm and the process idle, a trainer runs.
       yield* withBox({ assetsDir }, (box) => box.exec("true"))
-      for (let waited = 0; Standby.stateOf() !== "warm" && waited < 150_000; waited += 250) yield* Effect.sleep(250)
-      expect(Standby.stateOf()).toBe("warm")
+      for (let waited = 0; Standby.trainingState() !== "running" && waited < 60_000; waited += 100) yield* Effect.sleep(100)
+      expect(Standby.trainingState()).toBe("running")
+      // A sandbox that starts stops it; the next idle moment (after its release, once the
+      // next standby is warm) starts it again.
+      const during = yield* withBox({ assetsDir }, (box) => Effect.zip(Effect.sync(Standby.trainingState), box.exec("echo ok")))
+      expect(during[0]).toBe("none")
+      expect(during[1].stdout).toBe("ok\n")
+      expect(trainedFile()).toBeUndefined()
+      for (let waited = 0; trainedFile() === undefined && waited < 150_000; waited += 250) yield* Effect.sleep(250)
       expect(trainedFile()).toBeDefined()
+      for (let waited = 0; Standby.trainingState() !== "none" && waited < 10_000; waited += 100) yield* Effect.sleep(100)
+      expect(Standby.trainingState()).toBe("none")
       trainedPath = join(statesDir, trainedFile()!)
       asTrained = readFileSync(trainedPath)
       yield* nothingKept

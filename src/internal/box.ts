@@ -70,6 +70,8 @@ export const make = (
     const shares = yield* HostShares.make(decoded.mounts)
     let machine: Machine | undefined
     const booting = Effect.gen(function*() {
+      // Training runs only while no sandbox does (standby.ts).
+      yield* Standby.stopTraining()
       const assets = yield* Assets.resolveNode({
         assets: decoded.assets,
         assetsDir: decoded.assetsDir,
@@ -218,10 +220,7 @@ const resume = (
     return Option.none()
   })
 
-/** The warm-start states whose trained state a standby of this process tried to make. */
-const trainingTried = new Set<string>()
-
-/** A trained state found damaged goes: the next process's standby trains a new one. */
+/** A trained state found damaged goes: training makes a new one. */
 const removeDamaged = (path: string) => () => {
   Effect.runFork(
     Effect.zipRight(Effect.logWarning(`v86box: the trained state ${path} is damaged; removing it`), TrainedState.remove(path))
@@ -234,9 +233,9 @@ const removeDamaged = (path: string) => () => {
  * left, when it fits: its compiled code is kept), then commands until `exec("true")` runs
  * at full speed (v86 compiles a guest page's code only once it has run often: in a new
  * emulator the fork, exec and exit paths of a command need ~30 runs; in a recycled one,
- * a few). Without a trained state the first standby of the process trains one: it
- * resumes in a new emulator that records its code, runs at least `trainingCommands`, and
- * saves its state and code.
+ * a few). And how the trained state is made while there is none (standby.ts runs it when
+ * the process is idle): the warm-start state resumed in a new emulator that records its
+ * code, `trainingCommands` commands, then its state and code saved.
  */
 const standbyRecipe = (
   key: Standby.StandbyKey,
@@ -255,31 +254,18 @@ const standbyRecipe = (
       if (Option.isNone(saved)) {
         return yield* Effect.fail(new MachineError({ reason: "the warm-start state is gone", consoleTail: "" }))
       }
-      // One try per process: a standby that trains is a new emulator, and one taken before
-      // its training ends is slower than one resumed in a recycled emulator.
-      const training = Option.isNone(trained) && !trainingTried.has(key.statePath)
-      if (training) trainingTried.add(key.statePath)
-      const { adopt, machine, saveStateAndCode } = yield* V86Machine.makeDetachable({
+      const { adopt, machine } = yield* V86Machine.makeDetachable({
         ...config,
         fileServer: files,
         initialState: saved.value.state,
         savedCode: Option.isSome(trained) ? trained.value.code : undefined,
         onSavedCodeDamaged: removeDamaged(trainedPath),
-        recordCode: training,
         detached: true
       })
       const client = yield* AgentClient.make(machine, { resumed: true })
-      const agent = saved.value.agent
-      const train = training
-        ? saveStateAndCode.pipe(
-          Effect.flatMap(({ code, state }) => TrainedState.write(trainedPath, { agent, origin, state, code })),
-          Effect.tapError((error) => Effect.logDebug(`v86box: no trained state saved: ${String(error)}`)),
-          Effect.ignore
-        )
-        : undefined
-      return { client, agent, adopt, train }
+      return { client, agent: saved.value.agent, adopt }
     }),
-  warmUp: ({ client, train }, stopped) =>
+  warmUp: ({ client }, stopped) =>
     Effect.gen(function*() {
       // No command timeout: an Effect timer would keep the process alive.
       const service = makeService(client, { ...options, commandTimeout: undefined }, { agentVersion: "", bootMillis: 0, startedFrom: "standby" }, () =>
@@ -287,34 +273,64 @@ const standbyRecipe = (
       // Timed in blocks of `true`s: the warm-up ends once a block's median is not
       // `warmUpGain` faster than the median `warmUpSpan` blocks before it (v86 has
       // compiled the command path; commands keep getting faster for hundreds of commands
-      // in a new emulator, docs/profiling.md), or after `warmUpMaxCommands`; when
-      // training, not before `trainingCommands`.
-      const blockMedians: Array<number> = []
-      let block: Array<number> = []
-      const atLeast = train === undefined ? 0 : trainingCommands
-      const atMost = Math.max(warmUpMaxCommands, atLeast)
-      // Short commands: a sandbox taking the standby waits for the one in progress.
-      for (let step = 0; step < atMost && !stopped(); step++) {
-        if (step < warmUpToolRuns * warmUpToolEvery && step % warmUpToolEvery === warmUpToolEvery - 1) {
-          yield* service.exec(warmUpCommand)
-          continue
-        }
-        const startedAt = performance.now()
-        yield* service.exec("true")
-        block.push(performance.now() - startedAt)
-        if (block.length < warmUpBlock) continue
-        blockMedians.push(block.sort((a, b) => a - b)[Math.floor(warmUpBlock / 2)]!)
-        block = []
-        const earlier = blockMedians[blockMedians.length - 1 - warmUpSpan]
-        if (step >= atLeast && earlier !== undefined && blockMedians[blockMedians.length - 1]! > earlier * (1 - warmUpGain)) break
-      }
-      if (train !== undefined && !stopped()) yield* train
-    })
+      // in a new emulator, docs/profiling.md), or after `warmUpMaxCommands`.
+      yield* warmUpCommands(service, stopped, 0, warmUpMaxCommands)
+    }),
+  train: (stopped) =>
+    Effect.gen(function*() {
+      const trainedPath = TrainedState.pathFor(key.statePath)
+      if (Option.isSome(yield* TrainedState.readOption(trainedPath, origin))) return
+      const saved = yield* WarmStart.read(key.statePath)
+      if (Option.isNone(saved)) return
+      // A new emulator that records all the code v86 compiles in it.
+      const { machine, saveStateAndCode } = yield* V86Machine.makeDetachable({
+        ...config,
+        fileServer: undefined,
+        initialState: saved.value.state,
+        recordCode: true,
+        detached: true
+      })
+      const client = yield* AgentClient.make(machine, { resumed: true })
+      const service = makeService(client, { ...options, commandTimeout: undefined }, { agentVersion: "", bootMillis: 0, startedFrom: "standby" }, () =>
+        Effect.die("a trainer is not snapshotted"))
+      yield* warmUpCommands(service, stopped, trainingCommands, trainingCommands)
+      if (stopped()) return
+      const { code, state } = yield* saveStateAndCode
+      if (stopped()) return
+      yield* TrainedState.write(trainedPath, { agent: saved.value.agent, origin, state, code })
+    }).pipe(Effect.tapError((error) => Effect.logDebug(`v86box: no trained state saved: ${String(error)}`)))
 })
 
 /**
- * Commands a standby that trains runs at least: enough for v86 to compile the paths of
- * `true` and of the tools (~20 s in a new emulator, once per image, Node and CPU). After
+ * Runs `true`s (and, one in `warmUpToolEvery` of the first commands, `warmUpCommand`'s
+ * tools, for their paths), timed in blocks of `warmUpBlock`: from `atLeast` commands on,
+ * stops once a block's median is not `warmUpGain` faster than the median `warmUpSpan`
+ * blocks before it, and after `atMost` or once `stopped()`.
+ */
+const warmUpCommands = (service: V86Box.Service, stopped: () => boolean, atLeast: number, atMost: number) =>
+  Effect.gen(function*() {
+    const blockMedians: Array<number> = []
+    let block: Array<number> = []
+    // Short commands: a sandbox taking the standby waits for the one in progress.
+    for (let step = 0; step < atMost && !stopped(); step++) {
+      if (step < warmUpToolRuns * warmUpToolEvery && step % warmUpToolEvery === warmUpToolEvery - 1) {
+        yield* service.exec(warmUpCommand)
+        continue
+      }
+      const startedAt = performance.now()
+      yield* service.exec("true")
+      block.push(performance.now() - startedAt)
+      if (block.length < warmUpBlock) continue
+      blockMedians.push(block.sort((a, b) => a - b)[Math.floor(warmUpBlock / 2)]!)
+      block = []
+      const earlier = blockMedians[blockMedians.length - 1 - warmUpSpan]
+      if (step >= atLeast && earlier !== undefined && blockMedians[blockMedians.length - 1]! > earlier * (1 - warmUpGain)) return
+    }
+  })
+
+/**
+ * Commands the trainer runs: enough for v86 to compile the paths of `true` and of the
+ * tools (~20 s in a new emulator, once per image, Node and CPU). After
  * 600, 105-111 modules, and the bench's sandbox ran `exec("true")` at p50 ~0.7 ms above
  * its speed after 1000 commands; after 1500, 141-144 modules and ~0.2 ms above it
  * (docs/profiling.md).

@@ -49,8 +49,6 @@ export interface ResumedMachine {
   readonly agent: string
   /** Makes its worker an ordinary sandbox's worker (referenced, counted). */
   readonly adopt: () => void
-  /** Saves its state and compiled code as the trained state, for a machine resumed to train one (box.ts). */
-  readonly train?: Effect.Effect<void> | undefined
 }
 
 /** How to make and warm a standby: given by the sandbox code, which knows machines. */
@@ -60,10 +58,14 @@ export interface StandbyRecipe {
   readonly resume: (files: FileServer) => Effect.Effect<ResumedMachine, MachineError, Scope.Scope>
   /**
    * Runs warm-up commands until the machine is warm enough or `stopped()` says to stop;
-   * it checks between commands, so a sandbox taking the standby waits for one at most
-   * (or for the trained state being saved, ~1 s, at the warm-up's end).
+   * it checks between commands, so a sandbox taking the standby waits for one at most.
    */
   readonly warmUp: (machine: ResumedMachine, stopped: () => boolean) => Effect.Effect<void, unknown>
+  /**
+   * Trains the trained state (box.ts), if it should be, in a machine of its own, until
+   * done or `stopped()`; run while the process is idle (`trainWhenIdle`).
+   */
+  readonly train?: ((stopped: () => boolean) => Effect.Effect<void, unknown, Scope.Scope>) | undefined
 }
 
 interface Standby {
@@ -125,7 +127,12 @@ export const prepare = (recipe: StandbyRecipe): Effect.Effect<void> =>
         )
         const warmUp = { stop: false, warm: false }
         const warming = yield* recipe.warmUp(resumed, () => warmUp.stop).pipe(
-          Effect.tap(() => Effect.sync(() => (warmUp.warm = !warmUp.stop))),
+          Effect.tap(() =>
+            Effect.sync(() => {
+              warmUp.warm = !warmUp.stop
+              if (warmUp.warm) trainWhenIdle(recipe, () => standby?.warmUp === warmUp)
+            })
+          ),
           Effect.ignore,
           Effect.forkDaemon
         )
@@ -160,6 +167,57 @@ export const prepare = (recipe: StandbyRecipe): Effect.Effect<void> =>
       })
     )
   })
+
+/**
+ * Training runs only while the process is idle: it needs ~20 s of emulation in a machine
+ * of its own, which would take a core from the sandboxes. It starts once a warm standby
+ * has waited untaken for `idleBeforeTrainingMillis`, and stops (its machine shut down,
+ * its work lost) as soon as any sandbox starts (`stopTraining`); the next idle moment
+ * starts it again, at most `trainingStartsPerProcess` times.
+ */
+const idleBeforeTrainingMillis = 3000
+const trainingStartsPerProcess = 3
+let trainingStarts = 0
+let training: { readonly stop: { stopped: boolean }; readonly fiber: Fiber.RuntimeFiber<void> } | undefined
+let trainingTimer: ReturnType<typeof setTimeout> | undefined
+
+const trainWhenIdle = (recipe: StandbyRecipe, stillIdle: () => boolean) => {
+  const train = recipe.train
+  if (train === undefined || training !== undefined || trainingStarts >= trainingStartsPerProcess) return
+  clearTimeout(trainingTimer)
+  // A plain timer, unreferenced: training never keeps the process alive.
+  trainingTimer = setTimeout(() => {
+    trainingTimer = undefined
+    if (!stillIdle() || training !== undefined) return
+    trainingStarts++
+    const stop = { stopped: false }
+    const fiber = Effect.runFork(
+      Effect.scoped(train(() => stop.stopped)).pipe(
+        Effect.ignore,
+        Effect.ensuring(Effect.sync(() => {
+          if (training?.stop === stop) training = undefined
+        }))
+      )
+    )
+    training = { stop, fiber }
+  }, idleBeforeTrainingMillis).unref()
+}
+
+/** Stops the training in progress, if any (a sandbox is starting); `wait` for its machine to be shut down. */
+export const stopTraining = (wait = false): Effect.Effect<void> =>
+  Effect.suspend(() => {
+    clearTimeout(trainingTimer)
+    trainingTimer = undefined
+    const running = training
+    if (running === undefined) return Effect.void
+    training = undefined
+    running.stop.stopped = true
+    return wait ? Fiber.interrupt(running.fiber) : Fiber.interruptFork(running.fiber)
+  })
+
+/** Whether training is waiting for an idle moment or running (the benchmark and tests wait for it). */
+export const trainingState = (): "none" | "scheduled" | "running" =>
+  training !== undefined ? "running" : trainingTimer !== undefined ? "scheduled" : "none"
 
 /**
  * Takes the standby made for `key`, if there is one that still fits: its machine then
@@ -208,8 +266,9 @@ export const stateOf = (statePath?: string): "none" | "resuming" | "warming" | "
   return matches(preparing?.id) ? "resuming" : "none"
 }
 
-/** Stops the standby being made and shuts the standby down, if any (tests end with no emulator left). */
+/** Stops training, the standby being made and shuts the standby down, if any (tests end with no emulator left). */
 export const clear: Effect.Effect<void> = Effect.gen(function*() {
+  yield* stopTraining(true)
   const fiber = preparing?.fiber
   if (fiber !== undefined) yield* Fiber.interrupt(fiber)
   if (standby !== undefined) yield* drop(standby)
