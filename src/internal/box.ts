@@ -278,6 +278,8 @@ const standbyRecipe = (
     }),
   train: (stopped) =>
     Effect.gen(function*() {
+      // Idle means no sandbox at all: one built with `standby: false` takes no standby.
+      if (V86Machine.runningWorkerCount() > 0) return
       const trainedPath = TrainedState.pathFor(key.statePath)
       if (Option.isSome(yield* TrainedState.readOption(trainedPath, origin))) return
       const saved = yield* WarmStart.read(key.statePath)
