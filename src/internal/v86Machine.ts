@@ -293,9 +293,9 @@ const start = (
     const agentOutput = yield* Mailbox.make<Uint8Array, MachineError>()
     const started = yield* Deferred.make<void, MachineError>()
     const stopped = yield* Deferred.make<void>()
-    const saves = new Map<number, Deferred.Deferred<Uint8Array, MachineError>>()
-    const codeSaves = new Map<number, Deferred.Deferred<{ state: Uint8Array; code: SavedCode }, MachineError | string>>()
-    let nextSaveId = 1
+    /** Requests to the worker ("save", "save-code") waiting for their answer, by id. */
+    const requests = new Map<number, Deferred.Deferred<unknown, unknown>>()
+    let nextRequestId = 1
     let failure: MachineError | undefined
     /** Shut down healthy: its emulator may be recycled. */
     let recyclable = false
@@ -305,10 +305,8 @@ const start = (
       failure = new MachineError({ reason, consoleTail: kernelLog.tail(4096) })
       agentOutput.unsafeDone(Exit.fail(failure))
       Deferred.unsafeDone(started, Effect.fail(failure))
-      for (const save of saves.values()) Deferred.unsafeDone(save, Effect.fail(failure))
-      saves.clear()
-      for (const save of codeSaves.values()) Deferred.unsafeDone(save, Effect.fail(failure))
-      codeSaves.clear()
+      for (const request of requests.values()) Deferred.unsafeDone(request, Effect.fail(failure))
+      requests.clear()
     }
 
     const onSerial = (bytes: Uint8Array) => {
@@ -353,25 +351,15 @@ const start = (
         case "serial":
           onSerial(message.bytes)
           break
-        case "saved": {
-          const save = saves.get(message.id)
-          saves.delete(message.id)
-          if (save !== undefined) Deferred.unsafeDone(save, Effect.succeed(new Uint8Array(message.state)))
+        case "saved":
+          answer(message.id, Effect.succeed(new Uint8Array(message.state)))
           break
-        }
         case "code-saved":
-        case "code-not-saved": {
-          const save = codeSaves.get(message.id)
-          codeSaves.delete(message.id)
-          if (save === undefined) break
-          Deferred.unsafeDone(
-            save,
-            message._tag === "code-saved"
-              ? Effect.succeed({ state: new Uint8Array(message.state), code: message.code })
-              : Effect.fail(message.message)
-          )
+          answer(message.id, Effect.succeed({ state: new Uint8Array(message.state), code: message.code }))
           break
-        }
+        case "code-not-saved":
+          answer(message.id, Effect.fail(message.message))
+          break
         case "code-loaded":
           codeLoads.loaded++
           break
@@ -393,6 +381,22 @@ const start = (
       }
     }
     worker.on("message", onMessage)
+    /** Asks the worker for `type`, answered by `answer` with the same id. */
+    const ask = <A, E>(type: "save" | "save-code") =>
+      Effect.gen(function*() {
+        yield* alive
+        const answered = yield* Deferred.make<A, E | MachineError>()
+        const id = nextRequestId++
+        // Kept untyped: `answer` completes it with what the worker's reply to `type` holds.
+        requests.set(id, answered as unknown as Deferred.Deferred<unknown, unknown>)
+        worker.postMessage({ type, id })
+        return yield* Deferred.await(answered)
+      })
+    const answer = (id: number, result: Effect.Effect<unknown, unknown>) => {
+      const request = requests.get(id)
+      requests.delete(id)
+      if (request !== undefined) Deferred.unsafeDone(request, result)
+    }
     const answerFileRequest = (id: number, request: Uint8Array) => {
       const answer = hooks.fileServer?.(request) ?? Promise.resolve(errorReply(tagOf(request), "EOPNOTSUPP"))
       void answer.catch(() => errorReply(tagOf(request), "EIO")).then((reply) => {
@@ -432,23 +436,9 @@ const start = (
           Effect.zipRight(Effect.sync(() => worker.postMessage({ type: "input", bytes })))
         ),
       kernelLogTail: Effect.sync(() => kernelLog.tail()),
-      saveState: Effect.gen(function*() {
-        yield* alive
-        const save = yield* Deferred.make<Uint8Array, MachineError>()
-        const id = nextSaveId++
-        saves.set(id, save)
-        worker.postMessage({ type: "save", id })
-        return yield* Deferred.await(save)
-      })
+      saveState: ask<Uint8Array, never>("save")
     }
-    const saveStateAndCode = Effect.gen(function*() {
-      yield* alive
-      const save = yield* Deferred.make<{ state: Uint8Array; code: SavedCode }, MachineError | string>()
-      const id = nextSaveId++
-      codeSaves.set(id, save)
-      worker.postMessage({ type: "save-code", id })
-      return yield* Deferred.await(save)
-    })
+    const saveStateAndCode = ask<{ readonly state: Uint8Array; readonly code: SavedCode }, string>("save-code")
     yield* Effect.addFinalizer(() =>
       Effect.sync(() => {
         recyclable = failure === undefined && running
