@@ -267,9 +267,7 @@ const standbyRecipe = (
     }),
   warmUp: ({ client }, stopped) =>
     Effect.gen(function*() {
-      // No command timeout: an Effect timer would keep the process alive.
-      const service = makeService(client, { ...options, commandTimeout: undefined }, { agentVersion: "", bootMillis: 0, startedFrom: "standby" }, () =>
-        Effect.die("a standby is not snapshotted"))
+      const service = unattendedService(client, options)
       // Timed in blocks of `true`s: the warm-up ends once a block's median is not
       // `warmUpGain` faster than the median `warmUpSpan` blocks before it (v86 has
       // compiled the command path; commands keep getting faster for hundreds of commands
@@ -293,8 +291,7 @@ const standbyRecipe = (
         detached: true
       })
       const client = yield* AgentClient.make(machine, { resumed: true })
-      const service = makeService(client, { ...options, commandTimeout: undefined }, { agentVersion: "", bootMillis: 0, startedFrom: "standby" }, () =>
-        Effect.die("a trainer is not snapshotted"))
+      const service = unattendedService(client, options)
       yield* warmUpCommands(service, stopped, trainingCommands, trainingCommands)
       if (stopped()) return
       const { code, state } = yield* saveStateAndCode
@@ -302,6 +299,14 @@ const standbyRecipe = (
       yield* TrainedState.write(trainedPath, { agent: saved.value.agent, origin, state, code })
     }).pipe(Effect.tapError((error) => Effect.logDebug(`v86box: no trained state saved: ${String(error)}`)))
 })
+
+/**
+ * The commands of a machine no sandbox has yet (the standby warming up, the trainer):
+ * no command timeout, since an Effect timer would keep the process alive; never snapshotted.
+ */
+const unattendedService = (client: AgentClient, options: DecodedBoxOptions) =>
+  makeService(client, { ...options, commandTimeout: undefined }, { agentVersion: "", bootMillis: 0, startedFrom: "standby" }, () =>
+    Effect.die("an unattended machine is not snapshotted"))
 
 /**
  * Runs `true`s (and, one in `warmUpToolEvery` of the first commands, `warmUpCommand`'s
