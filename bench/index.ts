@@ -105,19 +105,18 @@ const dropKeptEmulators = async () => {
   dropRecycled()
 }
 
-/** Waits until the standby the last release makes, if any, has warmed up (at most 2 minutes). */
-const standbyWarm = async () => {
-  for (let waited = 0; waited < 120_000 && ["resuming", "warming"].includes(Standby.stateOf()); waited += 250) {
+/** Waits while `busy()` says so, checking every 250 ms, at most 2 minutes. */
+const waitWhile = async (busy: () => boolean) => {
+  for (let waited = 0; waited < 120_000 && busy(); waited += 250) {
     await new Promise((resolve) => setTimeout(resolve, 250))
   }
 }
 
-/** Waits until the idle process has trained the trained state, if it is training (at most 2 minutes). */
-const trainingDone = async () => {
-  for (let waited = 0; waited < 120_000 && Standby.trainingState() !== "none"; waited += 250) {
-    await new Promise((resolve) => setTimeout(resolve, 250))
-  }
-}
+/** Waits until the standby the last release makes, if any, has warmed up. */
+const standbyWarm = () => waitWhile(() => ["resuming", "warming"].includes(Standby.stateOf()))
+
+/** Waits until the idle process has trained the trained state, if it is training. */
+const trainingDone = () => waitWhile(() => Standby.trainingState() !== "none")
 
 /**
  * The host's own parallel scaling: the same fixed CPU work (a JavaScript loop) in 1 thread,
