@@ -29,8 +29,15 @@ rm -rf usr/share/doc usr/share/man usr/share/info usr/share/locale usr/share/lin
        etc/systemd etc/default etc/ld.so.conf.d/zz_i386-biarch-compat.conf \
        usr/lib/i386-linux-gnu/gconv usr/libexec/getconf \
        usr/lib/i386-linux-gnu/audit usr/share/ncurses
-# Locales: only C.UTF-8 (glibc's built-in C locale needs no files).
+# Locales: only C.UTF-8 (glibc's built-in C locale needs no files), as a locale-archive
+# (made by the build host's localedef: the format is the same for i386). From the
+# C.utf8 directory every process mapped one file per category, 12 mappings; from the
+# archive it maps one. So each program start opens and maps 1 file instead of 12, and a
+# fork copies (an exit tears down) 11 fewer mappings: the fork server's 20 became 9,
+# ~8 % fewer emulated instructions per exec("true") (docs/profiling.md).
 find usr/lib/locale -mindepth 1 -maxdepth 1 ! -name C.utf8 -exec rm -rf {} + 2>/dev/null || true
+localedef --prefix="$PWD" --add-to-archive "$PWD/usr/lib/locale/C.utf8" >/dev/null
+rm -rf usr/lib/locale/C.utf8
 # libc-bin: keep what shell users call, drop the admin tools (no maintainer scripts run).
 rm -f usr/sbin/ldconfig* usr/sbin/zic usr/sbin/iconvconfig usr/bin/iconv usr/bin/localedef \
       usr/bin/tzselect usr/bin/zdump usr/bin/sotruss usr/bin/sprof usr/bin/pldd usr/bin/gencat \
