@@ -45,18 +45,36 @@ export const encode = (saved: SavedState): Uint8Array => {
   return Buffer.concat([Buffer.from(`${MAGIC}${JSON.stringify(meta)}\n`), saved.state])
 }
 
+/**
+ * The two lines the SDK's state files start with (this one's and trainedState.ts's):
+ * `magic`, then one line of JSON. The JSON, unchecked, and where the bytes after it
+ * start; or what is wrong, worded for a `kind` of file.
+ */
+export const splitHeader = (
+  bytes: Uint8Array,
+  magic: string,
+  kind: string
+): Either.Either<{ readonly header: unknown; readonly bodyStart: number }, string> => {
+  const buffer = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+  if (buffer.subarray(0, magic.length).toString("latin1") !== magic) return Either.left(`not a v86box ${kind}`)
+  const end = buffer.indexOf(0x0a, magic.length)
+  if (end === -1) return Either.left(`the ${kind}'s header is truncated`)
+  try {
+    return Either.right({ header: JSON.parse(buffer.subarray(magic.length, end).toString("utf8")), bodyStart: end + 1 })
+  } catch {
+    return Either.left(`the ${kind}'s header is not JSON`)
+  }
+}
+
+/** Why reading a state file failed, as the errors that carry it say it. */
+export const readFailure = (error: unknown): string =>
+  (error as NodeJS.ErrnoException).code === "ENOENT" ? "no such file" : `cannot read it: ${String(error)}`
+
 /** The state in `bytes`, or why they are not one. The state is a view, not a copy. */
 export const decode = (bytes: Uint8Array): Either.Either<SavedState, string> => {
-  const buffer = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
-  if (buffer.subarray(0, MAGIC.length).toString("latin1") !== MAGIC) return Either.left("not a v86box state file")
-  const endOfMeta = buffer.indexOf(0x0a, MAGIC.length)
-  if (endOfMeta === -1) return Either.left("the state file is truncated")
-  let meta: Record<string, unknown>
-  try {
-    meta = JSON.parse(buffer.subarray(MAGIC.length, endOfMeta).toString("utf8"))
-  } catch {
-    return Either.left("the state file's header is not JSON")
-  }
+  const split = splitHeader(bytes, MAGIC, "state file")
+  if (Either.isLeft(split)) return Either.left(split.left)
+  const meta = (typeof split.right.header === "object" ? split.right.header ?? {} : {}) as Record<string, unknown>
   if (typeof meta.agent !== "string") return Either.left("the state file's header names no agent")
   const origin = typeof meta.imageFingerprint === "string" && typeof meta.memoryMB === "number" &&
       typeof meta.v86Version === "string" && typeof meta.protocolVersion === "number"
@@ -67,7 +85,7 @@ export const decode = (bytes: Uint8Array): Either.Either<SavedState, string> => 
       protocolVersion: meta.protocolVersion
     }
     : undefined
-  return Either.right({ agent: meta.agent, origin, state: bytes.subarray(endOfMeta + 1) })
+  return Either.right({ agent: meta.agent, origin, state: bytes.subarray(split.right.bodyStart) })
 }
 
 /** Why a state of `origin` cannot resume in a machine of `expected`, if it cannot. */
@@ -112,7 +130,7 @@ export const read = (path: string): Effect.Effect<SavedState, string> =>
         await file.close()
       }
     },
-    catch: (error) => (error as NodeJS.ErrnoException).code === "ENOENT" ? "no such file" : `cannot read it: ${String(error)}`
+    catch: readFailure
   }).pipe(Effect.flatMap((result) => result))
 
 /**

@@ -21,6 +21,7 @@
  * them (compiledCode.mjs): a resume reads only the state and v86's memory.
  */
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Option from "effect/Option"
 import { createHash } from "node:crypto"
 import { open, rm } from "node:fs/promises"
@@ -135,20 +136,14 @@ export const read = (path: string, expected: StateFile.StateOrigin): Effect.Effe
         const { size } = await file.stat()
         const head = Buffer.alloc(Math.min(size, HEADER_BYTES))
         await file.read(head, 0, head.length, 0)
-        if (head.subarray(0, MAGIC.length).toString("latin1") !== MAGIC) return "not a v86box trained state"
-        const endOfHeader = head.indexOf(0x0a, MAGIC.length)
-        if (endOfHeader === -1) return "its header is truncated"
-        let header: unknown
-        try {
-          header = JSON.parse(head.subarray(MAGIC.length, endOfHeader).toString("utf8"))
-        } catch {
-          return "its header is not JSON"
-        }
+        const split = StateFile.splitHeader(head, MAGIC, "trained state")
+        if (Either.isLeft(split)) return split.left
+        const header = split.right.header
         if (!isHeader(header)) return "its header is not a trained state's"
         const mismatch = StateFile.mismatch(header.origin, expected)
         if (mismatch !== undefined) return mismatch
         if (header.v8 !== process.versions.v8) return `it was made by V8 ${header.v8}, this is ${process.versions.v8}`
-        const start = endOfHeader + 1
+        const start = split.right.bodyStart
         const pagesBytes = header.engine.pages * 4
         const packedBytes = header.engine.pages * PAGE_BYTES
         const modulesBytes = header.modules.reduce((total, [, wire, code]) => total + wire + code, 0)
@@ -189,7 +184,7 @@ export const read = (path: string, expected: StateFile.StateOrigin): Effect.Effe
         await file.close()
       }
     },
-    catch: (error) => (error as NodeJS.ErrnoException).code === "ENOENT" ? "no such file" : `cannot read it: ${String(error)}`
+    catch: StateFile.readFailure
   }).pipe(Effect.flatMap((result) => typeof result === "string" ? Effect.fail(result) : Effect.succeed(result)))
 
 /** `read`, with anything unreadable as none. */
