@@ -58,13 +58,19 @@ const guestRange = (cpu) => {
   return { start, end: start + cpu.memory_size[0] }
 }
 
+/** The offsets of v86's own pages in `memory` (all of its wasm memory): all but guest RAM's. */
+function* enginePageOffsets(memory, guest) {
+  for (let offset = 0; offset < memory.length; offset += PAGE_BYTES) {
+    if (offset < guest.start || offset >= guest.end) yield offset
+  }
+}
+
 /** v86's own memory (all but guest RAM), as its non-zero pages. */
 const engineMemory = (cpu) => {
   const memory = new Uint8Array(cpu.wasm_memory.buffer)
   const guest = guestRange(cpu)
   const pages = []
-  for (let offset = 0; offset < memory.length; offset += PAGE_BYTES) {
-    if (offset >= guest.start && offset < guest.end) continue
+  for (const offset of enginePageOffsets(memory, guest)) {
     const page = memory.subarray(offset, offset + PAGE_BYTES)
     if (page.some((byte) => byte !== 0)) pages.push(offset / PAGE_BYTES)
   }
@@ -154,8 +160,7 @@ export const installCode = (cpu, trained, loaded, read, flags, loadAhead, done) 
   const guest = guestRange(cpu)
   const zeroPage = new Uint8Array(PAGE_BYTES)
   let next = 0
-  for (let offset = 0; offset < bytes.length; offset += PAGE_BYTES) {
-    if (offset >= guest.start && offset < guest.end) continue
+  for (const offset of enginePageOffsets(bytes, guest)) {
     const page = offset / PAGE_BYTES
     const wanted = engine.pages[next] === page
       ? engine.packed.subarray(next * PAGE_BYTES, ++next * PAGE_BYTES)
