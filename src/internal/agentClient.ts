@@ -39,6 +39,18 @@ export interface ChannelRequest {
   readonly env?: Readonly<Record<string, string>> | undefined
   /** Whether the command gets a stdin pipe (fed with `writeStdin`) or /dev/null. */
   readonly stdin: "pipe" | "null"
+  /**
+   * exec's way: the channel gathers the output as text (`collectedText`), returning its
+   * credit as it arrives, instead of queueing it in the mailboxes for a reader. Saves
+   * `exec` a reader fiber per stream and their wake-ups.
+   */
+  readonly collectText?: boolean | undefined
+}
+
+/** One stream's output gathered as text, for `collectText`. */
+interface TextCollector {
+  readonly decoder: TextDecoder
+  text: string
 }
 
 /** How a command ended, as the agent reported it. */
@@ -58,7 +70,8 @@ const STDIN_FRAME_BYTES = 16384
 
 /**
  * One running command as the client sees it. Output is queued in mailboxes; what sits in
- * them is bounded by the output credit the client has granted.
+ * them is bounded by the output credit the client has granted. (Or, for `exec`, gathered
+ * as text: see `ChannelRequest.collectText`.)
  */
 export class Channel {
   readonly stdout: Mailbox.Mailbox<Uint8Array, MachineError>
@@ -73,6 +86,7 @@ export class Channel {
   private uncreditedBytes = 0
   private discarding = false
   private readonly stdinPermits: Effect.Semaphore
+  private readonly collected: { readonly stdout: TextCollector; readonly stderr: TextCollector } | undefined
 
   constructor(
     readonly id: number,
@@ -82,12 +96,30 @@ export class Channel {
       readonly stderr: Mailbox.Mailbox<Uint8Array, MachineError>
       readonly exit: Deferred.Deferred<ChannelExit, MachineError>
       readonly stdinPermits: Effect.Semaphore
+      readonly collectText: boolean
     }
   ) {
     this.stdout = parts.stdout
     this.stderr = parts.stderr
     this.exit = parts.exit
     this.stdinPermits = parts.stdinPermits
+    // Invalid UTF-8 becomes U+FFFD; a character split across chunks is decoded whole.
+    this.collected = parts.collectText
+      ? { stdout: { decoder: new TextDecoder("utf-8"), text: "" }, stderr: { decoder: new TextDecoder("utf-8"), text: "" } }
+      : undefined
+  }
+
+  /**
+   * The output gathered so far (for a channel opened with `collectText`), as text; a
+   * character cut off at the end becomes U+FFFD.
+   */
+  collectedText(): { readonly stdout: string; readonly stderr: string } {
+    const all = (collector: TextCollector | undefined) => {
+      if (collector === undefined) return ""
+      collector.text += collector.decoder.decode()
+      return collector.text
+    }
+    return { stdout: all(this.collected?.stdout), stderr: all(this.collected?.stderr) }
   }
 
   /** The command ended (EXIT, start failure or machine failure): nothing more is sent for it. */
@@ -178,15 +210,26 @@ export class Channel {
       return this.returnCredit()
     }
     if (this.outputLimit === undefined || this.outputBytes <= this.outputLimit) {
-      this[kind].unsafeOffer(bytes)
-      return Effect.void
+      this.deliver(kind, bytes)
+      return this.returnCredit()
     }
     // The chunk that crosses the limit is cut at it; everything after is dropped.
     const kept = Math.max(0, this.outputLimit - before)
-    if (kept > 0) this[kind].unsafeOffer(bytes.slice(0, kept))
+    if (kept > 0) this.deliver(kind, bytes.slice(0, kept))
     this.discarding = true
     this.uncreditedBytes += bytes.length - kept
     return Effect.zipRight(this.terminate("outputLimit"), this.returnCredit())
+  }
+
+  /** Hands output to its reader: the mailbox, or (collecting) the text, taken at once. */
+  private deliver(kind: "stdout" | "stderr", bytes: Uint8Array): void {
+    const collector = this.collected?.[kind]
+    if (collector === undefined) {
+      this[kind].unsafeOffer(bytes)
+      return
+    }
+    collector.text += collector.decoder.decode(bytes, { stream: true })
+    this.uncreditedBytes += bytes.length
   }
 
   /** @internal */
@@ -289,7 +332,8 @@ export class AgentClient {
         stdout: yield* Mailbox.make<Uint8Array, MachineError>(),
         stderr: yield* Mailbox.make<Uint8Array, MachineError>(),
         exit: yield* Deferred.make<ChannelExit, MachineError>(),
-        stdinPermits: yield* Effect.makeSemaphore(STDIN_WINDOW)
+        stdinPermits: yield* Effect.makeSemaphore(STDIN_WINDOW),
+        collectText: request.collectText === true
       })
       this.channels.set(channel.id, channel)
       yield* this.sendFrame({ type: FrameType.EXEC, channel: channel.id, payload })

@@ -565,22 +565,21 @@ const makeService = (
           )
         }
         const maxOutputBytes = decoded.maxOutputBytes ?? defaults.maxOutputBytes
+        // The channel gathers the output as text (not through the Process's streams):
+        // the same bytes and credit, for a fraction of the host's work per command. All
+        // of it has arrived once the command's exit is known (EXIT is its last frame).
         const { channel, exit } = yield* openChannel(client, command, {
           ...decoded,
           timeout: decoded.timeout ?? defaults.commandTimeout,
           maxOutputBytes
-        })
-        // Straight from the channel's mailboxes, not through the Process's streams: the
-        // same bytes and credit, for a fraction of the host's work per command.
-        const [stdout, stderr] = yield* Effect.all([collectText(channel, channel.stdout), collectText(channel, channel.stderr)], {
-          concurrency: 2
-        })
+        }, { collectText: true })
         const status = yield* exit.pipe(
           Effect.catchTags({
-            CommandTimeout: (error) => Effect.fail(new CommandTimeout({ ...error, stdout, stderr })),
-            OutputLimitExceeded: (error) => Effect.fail(new OutputLimitExceeded({ ...error, stdout, stderr }))
+            CommandTimeout: (error) => Effect.fail(new CommandTimeout({ ...error, ...channel.collectedText() })),
+            OutputLimitExceeded: (error) => Effect.fail(new OutputLimitExceeded({ ...error, ...channel.collectedText() }))
           })
         )
+        const { stdout, stderr } = channel.collectedText()
         return { ...status, stdout, stderr: stderr + (yield* startErrorText(channel)) } satisfies ExecResult
       })
     )
@@ -602,7 +601,8 @@ const makeService = (
 const openChannel = (
   client: AgentClient,
   command: string,
-  options: DecodedExecOptions
+  options: DecodedExecOptions,
+  reading: { readonly collectText: boolean } = { collectText: false }
 ): Effect.Effect<{ readonly channel: Channel; readonly exit: Process["exit"] }, MachineError | InvalidOptions, Scope.Scope> =>
   Effect.gen(function*() {
     const channel = yield* Effect.acquireRelease(
@@ -611,7 +611,8 @@ const openChannel = (
         cwd: options.cwd,
         uid: options.uid,
         env: options.env,
-        stdin: options.stdin === undefined ? "null" : "pipe"
+        stdin: options.stdin === undefined ? "null" : "pipe",
+        collectText: reading.collectText
       }),
       endChannel
     )
@@ -704,25 +705,7 @@ const endChannel = (channel: Channel) =>
     yield* channel.exit.pipe(Effect.ignore, Effect.timeout(killGrace), Effect.ignore)
   })
 
-/**
- * All of one output of a channel as a UTF-8 string (invalid bytes become U+FFFD), taken
- * from its mailbox as it arrives, the guest credited for what was taken.
- */
-const collectText = (channel: Channel, mailbox: Mailbox.Mailbox<Uint8Array, MachineError>) =>
-  Effect.gen(function*() {
-    const decoder = new TextDecoder("utf-8")
-    let text = ""
-    while (true) {
-      const [chunks, done] = yield* mailbox.takeAll
-      let bytes = 0
-      for (const chunk of chunks) {
-        text += decoder.decode(chunk, { stream: true })
-        bytes += chunk.length
-      }
-      if (bytes > 0) yield* channel.consumed(bytes)
-      if (done) return text + decoder.decode()
-    }
-  })
+
 
 /**
  * Compiling the 2 MB emulator takes tens of ms: once per process per wasm binary, keyed
