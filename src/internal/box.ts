@@ -705,8 +705,6 @@ const endChannel = (channel: Channel) =>
     yield* channel.exit.pipe(Effect.ignore, Effect.timeout(killGrace), Effect.ignore)
   })
 
-
-
 /**
  * Compiling the 2 MB emulator takes tens of ms: once per process per wasm binary, keyed
  * by content; and by the bytes object, which resolving unchanged files gives again

@@ -74,7 +74,8 @@ export const readFailure = (error: unknown): string =>
 export const decode = (bytes: Uint8Array): Either.Either<SavedState, string> => {
   const split = splitHeader(bytes, MAGIC, "state file")
   if (Either.isLeft(split)) return Either.left(split.left)
-  const meta = (typeof split.right.header === "object" ? split.right.header ?? {} : {}) as Record<string, unknown>
+  const header = split.right.header
+  const meta = (typeof header === "object" && header !== null ? header : {}) as Record<string, unknown>
   if (typeof meta.agent !== "string") return Either.left("the state file's header names no agent")
   const origin = typeof meta.imageFingerprint === "string" && typeof meta.memoryMB === "number" &&
       typeof meta.v86Version === "string" && typeof meta.protocolVersion === "number"
