@@ -118,16 +118,24 @@ const STAND_IN = Uint8Array.of(
   0x0a, 0x0a, 0x01, 0x08, 0x00, 0x23, 0x00, 0x20, 0x00, 0x10, 0x00, 0x0b
 )
 
-/** A saved module as V8 loads its machine code, or undefined if V8 will not. `read` gives its bytes, checked. */
-export const savedModule = (entry, read, flags) => {
-  const { wire, code } = read(entry)
+/** A module's bytes and machine code (as `read` gives them) as V8 loads them, or undefined if V8 will not. */
+const deserialized = ({ wire, code }, flags) => {
   const loaded = withOptimizingCompiler(flags.cells, flags, () =>
     callNative(flags.cells, flags.lock, "(c, w) => %DeserializeWasmModule(c, w)", [code, wire]))
   return loaded instanceof WebAssembly.Module ? loaded : undefined
 }
 
-/** A saved module's code: its machine code loaded, or, if V8 will not, its bytes compiled here (slower code, still right). */
-const moduleOf = (entry, read, flags) => savedModule(entry, read, flags) ?? new WebAssembly.Module(read(entry).wire)
+/** A saved module as V8 loads its machine code, or undefined if V8 will not. `read` gives its bytes, checked. */
+export const savedModule = (entry, read, flags) => deserialized(read(entry), flags)
+
+/**
+ * A saved module's code: its machine code loaded, or, if V8 will not, its bytes (read
+ * once for both) compiled here (slower code, still right).
+ */
+const moduleOf = (entry, read, flags) => {
+  const saved = read(entry)
+  return deserialized(saved, flags) ?? new WebAssembly.Module(saved.wire)
+}
 
 const entryOf = (cpu, module) => new WebAssembly.Instance(module, { e: cpu.jit_imports }).exports.f
 
