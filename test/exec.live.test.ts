@@ -67,6 +67,33 @@ layer(V86Box.layer(), { timeout: "120 seconds", excludeTestServices: true })("ex
         expect(result.stdout).toBe("bash: line 1: type: f: not found\n[][]\n/root\n")
       }))
 
+    /*
+     * How a forked command ends must be how a `bash -c` ends: the EXIT trap runs last and
+     * sets the status, a subshell's exit is not the command's, an exec'd program's status
+     * is the command's, and nothing it started outlives it (its group is killed, its
+     * process reaped, its cgroup emptied for the next command).
+     */
+    it.effect("a command's exit: the EXIT trap's output and status, subshells, exec, nothing left behind", () =>
+      Effect.gen(function*() {
+        const box = yield* V86Box
+        // The report comes after the EXIT trap; a subshell's exit is not the command's.
+        const trapped = yield* box.exec("trap 'echo trapped; exit 7' EXIT; echo hi; (exit 3); echo after >&2; printf end")
+        expect([trapped.exitCode, trapped.stdout, trapped.stderr]).toEqual([7, "hi\nendtrapped\n", "after\n"])
+        // An exec'd command reports nothing: its exit is waited for as before.
+        const execd = yield* box.exec("echo x; exec sh -c 'echo y >&2; exit 4'")
+        expect([execd.exitCode, execd.stdout, execd.stderr]).toEqual([4, "x\n", "y\n"])
+        // What a command left running in its group goes with it.
+        const background = yield* box.exec("sleep 30 & echo $!; exit 5")
+        expect(background.exitCode).toBe(5)
+        for (let i = 0; i < 30; i++) expect((yield* box.exec(`echo ${i}; exit ${i % 3}`)).exitCode).toBe(i % 3)
+        // Later: no process of those commands, and their cgroups hold no one else.
+        const left = yield* box.exec(
+          `sleep 0.2; ps -eo pid=,stat=,args= | grep -E 'sleep 30|^ *[0-9]+ Z' | grep -v grep; mine=$(cut -d: -f3 /proc/$$/cgroup); ` +
+            `for g in /sys/fs/cgroup/commands/command-*; do [ "/commands/\${g##*/}" = "$mine" ] || cat $g/cgroup.procs; done; echo done`
+        )
+        expect(left.stdout).toBe("done\n")
+      }))
+
     it.effect("a killed fork server is replaced, and commands keep working", () =>
       Effect.gen(function*() {
         const box = yield* V86Box
