@@ -11,7 +11,7 @@ import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import { createHash } from "node:crypto"
-import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs"
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { V86Box } from "../src/index.ts"
@@ -176,5 +176,22 @@ describe("the trained state", () => {
       expect(existsSync(path)).toBe(false)
       // The warm-start state is kept.
       expect(readdirSync(statesDir).filter((name) => name.endsWith(".v86state"))).toHaveLength(1)
+    }), 120_000)
+
+  it.live("with the warm-start state pruned, the trained state still serves, and the standby made from it is taken", () =>
+    Effect.gen(function*() {
+      freshTrained()
+      yield* nothingKept
+      // Pruning removes a warm-start state written over an hour ago once newer ones
+      // exist (cacheFiles.ts), and leaves its trained state.
+      for (const name of readdirSync(statesDir).filter((name) => name.endsWith(".v86state"))) rmSync(join(statesDir, name))
+      const first = yield* withBox({ assetsDir }, (box) => Effect.zip(box.exec(computation), box.status))
+      expect(first[0].stdout).toBe(expected)
+      expect(first[1].startedFrom).toBe("warmStart")
+      for (let waited = 0; Standby.stateOf() !== "warm" && waited < 60_000; waited += 100) yield* Effect.sleep(100)
+      const next = yield* withBox({ assetsDir }, (box) => Effect.zip(box.exec(computation), box.status))
+      expect(next[0].stdout).toBe(expected)
+      expect(next[1].startedFrom).toBe("standby")
+      yield* nothingKept
     }), 120_000)
 })

@@ -119,7 +119,12 @@ export const make = (
         : undefined
 
       if (statePath !== undefined && decoded.standby) {
-        const key: Standby.StandbyKey = { statePath, imageFingerprint: assets.fingerprint, memoryMB }
+        const key: Standby.StandbyKey = {
+          statePath,
+          sourcePaths: [statePath, TrainedState.pathFor(statePath)],
+          imageFingerprint: assets.fingerprint,
+          memoryMB
+        }
         // On release, after this sandbox's machine is gone (finalizers run last-added first).
         yield* Effect.addFinalizer(() => Standby.prepare(standbyRecipe(key, config, decoded, origin)))
         const taken = yield* Standby.take(key, config.fileServer)

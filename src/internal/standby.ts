@@ -39,6 +39,12 @@ export type FileServer = (request: Uint8Array) => Promise<Uint8Array>
 /** What a standby is for: a state file (as it was when read) in a machine of a given size. */
 export interface StandbyKey {
   readonly statePath: string
+  /**
+   * The files a standby for it is resumed from: the state file and its trained state
+   * (box.ts). Either may be missing: a warm-start state is pruned while its trained
+   * state stays (cacheFiles.ts), a trained state is made later.
+   */
+  readonly sourcePaths: ReadonlyArray<string>
   readonly imageFingerprint: string
   readonly memoryMB: number
 }
@@ -70,7 +76,11 @@ export interface StandbyRecipe {
 
 interface Standby {
   readonly id: string
-  readonly fileVersion: string | undefined
+  /**
+   * The source files there when it was made, as they were then: a standby made from
+   * other versions of them does not fit (one that appeared since does not matter).
+   */
+  readonly sources: ReadonlyArray<{ readonly path: string; readonly version: string }>
   readonly scope: Scope.CloseableScope
   readonly resumed: ResumedMachine
   readonly redirect: { target: FileServer | undefined }
@@ -86,7 +96,7 @@ let preparing: { readonly id: string; fiber?: Fiber.RuntimeFiber<void> } | undef
 
 const idOf = (key: StandbyKey) => `${key.statePath}\n${key.imageFingerprint}\n${key.memoryMB}`
 
-/** The state file's size and time: a standby made from another version of it does not fit. */
+/** A file's size and time, or undefined if it is not there. */
 const versionOf = (path: string): string | undefined => {
   try {
     const stat = statSync(path)
@@ -95,6 +105,17 @@ const versionOf = (path: string): string | undefined => {
     return undefined
   }
 }
+
+/** The key's source files that are there, with their versions. */
+const sourcesOf = (key: StandbyKey): Standby["sources"] =>
+  key.sourcePaths.flatMap((path) => {
+    const version = versionOf(path)
+    return version === undefined ? [] : [{ path, version }]
+  })
+
+/** Whether the files a standby was made from are all still there, as they were. */
+const sourcesUnchanged = (sources: Standby["sources"]) =>
+  sources.length > 0 && sources.every(({ path, version }) => versionOf(path) === version)
 
 const unavailable: FileServer = (request) => Promise.resolve(errorReply(tagOf(request), "EOPNOTSUPP"))
 
@@ -118,7 +139,7 @@ export const prepare = (recipe: StandbyRecipe): Effect.Effect<void> =>
     preparing = preparation
     const make = Effect.gen(function*() {
       if (standby !== undefined) yield* drop(standby)
-      const fileVersion = versionOf(recipe.key.statePath)
+      const sources = sourcesOf(recipe.key)
       const scope = yield* Scope.make()
       yield* Effect.gen(function*() {
         const redirect: { target: FileServer | undefined } = { target: undefined }
@@ -138,7 +159,7 @@ export const prepare = (recipe: StandbyRecipe): Effect.Effect<void> =>
         )
         const made: Standby = {
           id,
-          fileVersion,
+          sources,
           scope,
           resumed,
           redirect,
@@ -244,7 +265,7 @@ export const take = (
     // that will not serve the sandbox either.
     const warmUpEnded = yield* Fiber.await(taken.warming).pipe(Effect.timeoutOption(warmUpStepLimit))
     if (
-      Option.isNone(warmUpEnded) || taken.fileVersion === undefined || taken.fileVersion !== versionOf(key.statePath) ||
+      Option.isNone(warmUpEnded) || !sourcesUnchanged(taken.sources) ||
       !taken.resumed.client.isAlive
     ) {
       yield* Scope.close(taken.scope, Exit.void)
