@@ -3,7 +3,8 @@
  * a warm standby and nothing else to do trains it; a sandbox in a new emulator then resumes it with the guest code
  * compiled, computes right and is as fresh as any resumed sandbox; code V8 will not load
  * means a resume without it; a damaged module or a trained state that does not resume
- * means it is removed.
+ * means it is removed; and with its warm-start state pruned, it still serves sandboxes
+ * and their standby.
  */
 import { describe, expect, it } from "@effect/vitest"
 import * as Context from "effect/Context"
