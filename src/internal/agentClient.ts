@@ -5,6 +5,7 @@
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import * as FiberId from "effect/FiberId"
 import * as Mailbox from "effect/Mailbox"
 import type * as Scope from "effect/Scope"
 import { InvalidOptions, MachineError } from "../Errors.ts"
@@ -39,18 +40,82 @@ export interface ChannelRequest {
   readonly env?: Readonly<Record<string, string>> | undefined
   /** Whether the command gets a stdin pipe (fed with `writeStdin`) or /dev/null. */
   readonly stdin: "pipe" | "null"
-  /**
-   * exec's way: the channel gathers the output as text (`collectedText`), returning its
-   * credit as it arrives, instead of queueing it in the mailboxes for a reader. Saves
-   * `exec` a reader fiber per stream and their wake-ups.
-   */
-  readonly collectText?: boolean | undefined
 }
 
-/** One stream's output gathered as text, for `collectText`. */
-interface TextCollector {
-  readonly decoder: TextDecoder
-  text: string
+/**
+ * Where a channel's output goes. `start` queues it for the Process's streams
+ * (`QueuedOutput`), `exec` gathers it as text (`TextOutput`): no reader fiber per stream,
+ * no wake-ups, and the credit goes back as the bytes arrive.
+ */
+export interface ChannelOutput {
+  /** Takes bytes of one stream; true if they count as consumed already (their credit can go back). */
+  readonly deliver: (kind: "stdout" | "stderr", bytes: Uint8Array) => boolean
+  /** Drops what waits for a reader; how many bytes that was. */
+  readonly clear: Effect.Effect<number>
+  /** No more output: readers see the end, or the machine's failure. */
+  readonly end: (exit: Exit.Exit<unknown, MachineError>) => Effect.Effect<void>
+}
+
+/** Output queued for readers, bounded by the credit the client grants as they take it. */
+export class QueuedOutput implements ChannelOutput {
+  private constructor(
+    readonly stdout: Mailbox.Mailbox<Uint8Array, MachineError>,
+    readonly stderr: Mailbox.Mailbox<Uint8Array, MachineError>
+  ) {}
+
+  static make: Effect.Effect<QueuedOutput> = Effect.zipWith(
+    Mailbox.make<Uint8Array, MachineError>(),
+    Mailbox.make<Uint8Array, MachineError>(),
+    (stdout, stderr) => new QueuedOutput(stdout, stderr)
+  )
+
+  deliver(kind: "stdout" | "stderr", bytes: Uint8Array): boolean {
+    this[kind].unsafeOffer(bytes)
+    return false
+  }
+
+  get clear(): Effect.Effect<number> {
+    const dropped = (mailbox: Mailbox.Mailbox<Uint8Array, MachineError>) =>
+      mailbox.clear.pipe(
+        Effect.map((chunks) => {
+          let bytes = 0
+          for (const chunk of chunks) bytes += chunk.length
+          return bytes
+        }),
+        Effect.orElseSucceed(() => 0)
+      )
+    return Effect.zipWith(dropped(this.stdout), dropped(this.stderr), (a, b) => a + b)
+  }
+
+  end(exit: Exit.Exit<unknown, MachineError>): Effect.Effect<void> {
+    return Exit.isSuccess(exit)
+      ? Effect.zipRight(this.stdout.end, this.stderr.end)
+      : Effect.zipRight(this.stdout.failCause(exit.cause), this.stderr.failCause(exit.cause))
+  }
+}
+
+/** Output gathered as text as it arrives: invalid UTF-8 becomes U+FFFD, a character split across chunks is decoded whole. */
+export class TextOutput implements ChannelOutput {
+  private readonly decoders = { stdout: new TextDecoder("utf-8"), stderr: new TextDecoder("utf-8") }
+  private readonly texts = { stdout: "", stderr: "" }
+
+  deliver(kind: "stdout" | "stderr", bytes: Uint8Array): boolean {
+    this.texts[kind] += this.decoders[kind].decode(bytes, { stream: true })
+    return true
+  }
+
+  readonly clear: Effect.Effect<number> = Effect.succeed(0)
+
+  end(): Effect.Effect<void> {
+    return Effect.void
+  }
+
+  /** The text so far; a character cut off at the end becomes U+FFFD. */
+  collected(): { readonly stdout: string; readonly stderr: string } {
+    this.texts.stdout += this.decoders.stdout.decode()
+    this.texts.stderr += this.decoders.stderr.decode()
+    return { ...this.texts }
+  }
 }
 
 /** How a command ended, as the agent reported it. */
@@ -69,14 +134,11 @@ const SIGKILL = 9
 const STDIN_FRAME_BYTES = 16384
 
 /**
- * One running command as the client sees it. Output is queued in mailboxes; what sits in
- * them is bounded by the output credit the client has granted. (Or, for `exec`, gathered
- * as text: see `ChannelRequest.collectText`.)
+ * One running command as the client sees it. What its output waits in (`output`) is
+ * bounded by the output credit the client has granted.
  */
 export class Channel {
-  readonly stdout: Mailbox.Mailbox<Uint8Array, MachineError>
-  readonly stderr: Mailbox.Mailbox<Uint8Array, MachineError>
-  readonly exit: Deferred.Deferred<ChannelExit, MachineError>
+  readonly exit = Deferred.unsafeMake<ChannelExit, MachineError>(FiberId.none)
   /** Total bytes of output received (stdout and stderr). */
   outputBytes = 0
   /** Output beyond this many bytes is dropped and the command killed. */
@@ -85,42 +147,13 @@ export class Channel {
   termination: "timeout" | "outputLimit" | undefined = undefined
   private uncreditedBytes = 0
   private discarding = false
-  private readonly stdinPermits: Effect.Semaphore
-  private readonly collected: { readonly stdout: TextCollector; readonly stderr: TextCollector } | undefined
+  private readonly stdinPermits = Effect.unsafeMakeSemaphore(STDIN_WINDOW)
 
   constructor(
     readonly id: number,
     private readonly client: AgentClient,
-    parts: {
-      readonly stdout: Mailbox.Mailbox<Uint8Array, MachineError>
-      readonly stderr: Mailbox.Mailbox<Uint8Array, MachineError>
-      readonly exit: Deferred.Deferred<ChannelExit, MachineError>
-      readonly stdinPermits: Effect.Semaphore
-      readonly collectText: boolean
-    }
-  ) {
-    this.stdout = parts.stdout
-    this.stderr = parts.stderr
-    this.exit = parts.exit
-    this.stdinPermits = parts.stdinPermits
-    // Invalid UTF-8 becomes U+FFFD; a character split across chunks is decoded whole.
-    this.collected = parts.collectText
-      ? { stdout: { decoder: new TextDecoder("utf-8"), text: "" }, stderr: { decoder: new TextDecoder("utf-8"), text: "" } }
-      : undefined
-  }
-
-  /**
-   * The output gathered so far (for a channel opened with `collectText`), as text; a
-   * character cut off at the end becomes U+FFFD.
-   */
-  collectedText(): { readonly stdout: string; readonly stderr: string } {
-    const all = (collector: TextCollector | undefined) => {
-      if (collector === undefined) return ""
-      collector.text += collector.decoder.decode()
-      return collector.text
-    }
-    return { stdout: all(this.collected?.stdout), stderr: all(this.collected?.stderr) }
-  }
+    readonly output: ChannelOutput
+  ) {}
 
   /** The command ended (EXIT, start failure or machine failure): nothing more is sent for it. */
   done = false
@@ -156,13 +189,12 @@ export class Channel {
    * command's pipes and finish even though nobody reads them.
    */
   discardOutput(): Effect.Effect<void, MachineError> {
-    return Effect.gen(this, function*() {
+    return Effect.suspend(() => {
       this.discarding = true
-      for (const mailbox of [this.stdout, this.stderr]) {
-        const dropped = yield* mailbox.clear.pipe(Effect.orElseSucceed(() => []))
-        for (const bytes of dropped) this.uncreditedBytes += bytes.length
-      }
-      yield* this.returnCredit()
+      return Effect.flatMap(this.output.clear, (dropped) => {
+        this.uncreditedBytes += dropped
+        return this.returnCredit()
+      })
     })
   }
 
@@ -221,15 +253,8 @@ export class Channel {
     return Effect.zipRight(this.terminate("outputLimit"), this.returnCredit())
   }
 
-  /** Hands output to its reader: the mailbox, or (collecting) the text, taken at once. */
   private deliver(kind: "stdout" | "stderr", bytes: Uint8Array): void {
-    const collector = this.collected?.[kind]
-    if (collector === undefined) {
-      this[kind].unsafeOffer(bytes)
-      return
-    }
-    collector.text += collector.decoder.decode(bytes, { stream: true })
-    this.uncreditedBytes += bytes.length
+    if (this.output.deliver(kind, bytes)) this.uncreditedBytes += bytes.length
   }
 
   /** @internal */
@@ -239,18 +264,13 @@ export class Channel {
 
   /** @internal */
   onEnd(exit: Exit.Exit<ChannelExit, MachineError>): Effect.Effect<void> {
-    return Effect.gen(this, function*() {
+    return Effect.suspend(() => {
       this.done = true
-      if (Exit.isSuccess(exit)) {
-        yield* this.stdout.end
-        yield* this.stderr.end
-      } else {
-        yield* this.stdout.failCause(exit.cause)
-        yield* this.stderr.failCause(exit.cause)
-      }
-      yield* Deferred.done(this.exit, exit)
-      // Wake any writer waiting for stdin room: the command is gone.
-      yield* this.stdinPermits.releaseAll
+      return this.output.end(exit).pipe(
+        Effect.zipRight(Deferred.done(this.exit, exit)),
+        // Wake any writer waiting for stdin room: the command is gone.
+        Effect.zipRight(this.stdinPermits.releaseAll)
+      )
     })
   }
 }
@@ -308,19 +328,23 @@ export class AgentClient {
   }
 
   /**
-   * Starts a command; its output and exit arrive on the returned channel. A command that
-   * does not fit in one EXEC frame is bad input, refused before anything is sent.
+   * Starts a command; its output goes to `output`, its exit to the returned channel. A
+   * command that does not fit in one EXEC frame is bad input, refused before anything is
+   * sent. (Plain code, not a generator: this runs once per command.)
    */
-  open(request: ChannelRequest): Effect.Effect<Channel, MachineError | InvalidOptions> {
-    return Effect.gen(this, function*() {
-      if (this.failure !== undefined) return yield* Effect.fail(this.failure)
-      const payload = yield* Effect.try({
-        try: () => encodePairs(execPairs(request)),
-        catch: (error) =>
+  open(request: ChannelRequest, output: ChannelOutput): Effect.Effect<Channel, MachineError | InvalidOptions> {
+    return Effect.suspend((): Effect.Effect<Channel, MachineError | InvalidOptions> => {
+      if (this.failure !== undefined) return Effect.fail(this.failure)
+      let payload: Uint8Array
+      try {
+        payload = encodePairs(execPairs(request))
+      } catch (error) {
+        return Effect.fail(
           new MachineError({ reason: `cannot send the command: ${(error as Error).message}`, consoleTail: "" })
-      })
+        )
+      }
       if (payload.length > MAX_PAYLOAD_BYTES) {
-        return yield* Effect.fail(
+        return Effect.fail(
           new InvalidOptions({
             issues: [
               `command: the command, its cwd and environment take ${payload.length} bytes (UTF-8); at most ${MAX_PAYLOAD_BYTES} fit in one request. Write a longer script to a file (box.fs) or pass it on stdin.`
@@ -328,16 +352,9 @@ export class AgentClient {
           })
         )
       }
-      const channel = new Channel(this.nextChannelId++, this, {
-        stdout: yield* Mailbox.make<Uint8Array, MachineError>(),
-        stderr: yield* Mailbox.make<Uint8Array, MachineError>(),
-        exit: yield* Deferred.make<ChannelExit, MachineError>(),
-        stdinPermits: yield* Effect.makeSemaphore(STDIN_WINDOW),
-        collectText: request.collectText === true
-      })
+      const channel = new Channel(this.nextChannelId++, this, output)
       this.channels.set(channel.id, channel)
-      yield* this.sendFrame({ type: FrameType.EXEC, channel: channel.id, payload })
-      return channel
+      return Effect.as(this.sendFrame({ type: FrameType.EXEC, channel: channel.id, payload }), channel)
     })
   }
 
