@@ -385,10 +385,12 @@ export class AgentClient {
     return Effect.gen(function*() {
       while (true) {
         const bytes = yield* self.machine.receive
-        const frames = yield* Effect.try({
-          try: () => self.decoder.push(bytes),
-          catch: (error) => self.protocolError((error as ProtocolError).message)
-        })
+        let frames: Array<Frame>
+        try {
+          frames = self.decoder.push(bytes)
+        } catch (error) {
+          return yield* Effect.fail(self.protocolError((error as ProtocolError).message))
+        }
         for (const frame of frames) yield* self.dispatch(frame)
       }
     }).pipe(Effect.catchAll((error) => self.failAll(error)))
@@ -398,33 +400,34 @@ export class AgentClient {
     return new MachineError({ reason: `the guest agent broke the protocol: ${reason}`, consoleTail: "" })
   }
 
+  /** Plain code, not a generator: this runs for every frame. */
   private dispatch(frame: Frame): Effect.Effect<void, MachineError> {
-    return Effect.gen(this, function*() {
-      if (frame.channel === 0) return yield* this.dispatchControl(frame)
+    return Effect.suspend(() => {
+      if (frame.channel === 0) return this.dispatchControl(frame)
       const channel = this.channels.get(frame.channel)
       // A late frame for a channel that already ended carries nothing anyone waits for.
-      if (channel === undefined) return
+      if (channel === undefined) return Effect.void
       switch (frame.type) {
         case FrameType.STARTED:
-          return
+          return Effect.void
         case FrameType.STDOUT:
-          return yield* channel.onOutput("stdout", frame.payload)
+          return channel.onOutput("stdout", frame.payload)
         case FrameType.STDERR:
-          return yield* channel.onOutput("stderr", frame.payload)
+          return channel.onOutput("stderr", frame.payload)
         case FrameType.STDIN_ACK:
-          return yield* channel.onStdinAck(yield* this.decodeOr(() => decodeU32(frame.payload)))
-        case FrameType.EXIT: {
-          const { code, signal } = yield* this.decodeOr(() => decodeExit(frame.payload))
-          this.channels.delete(channel.id)
-          return yield* channel.onEnd(Exit.succeed({ code, signal }))
-        }
+          return Effect.flatMap(this.decodeOr(() => decodeU32(frame.payload)), (bytes) => channel.onStdinAck(bytes))
+        case FrameType.EXIT:
+          return Effect.flatMap(this.decodeOr(() => decodeExit(frame.payload)), ({ code, signal }) => {
+            this.channels.delete(channel.id)
+            return channel.onEnd(Exit.succeed({ code, signal }))
+          })
         case FrameType.ERROR: {
           this.channels.delete(channel.id)
           const startError = new TextDecoder().decode(frame.payload)
-          return yield* channel.onEnd(Exit.succeed({ code: 127, signal: 0, startError }))
+          return channel.onEnd(Exit.succeed({ code: 127, signal: 0, startError }))
         }
         default:
-          return yield* Effect.fail(this.protocolError(`unexpected ${frameTypeName(frame.type)} frame on channel ${frame.channel}`))
+          return Effect.fail(this.protocolError(`unexpected ${frameTypeName(frame.type)} frame on channel ${frame.channel}`))
       }
     })
   }
