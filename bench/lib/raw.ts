@@ -4,8 +4,8 @@
  *
  *   serial-shell  an interactive bash on ttyS0, driven by writing a command and scraping
  *                 the output up to the next prompt (the seed project's approach)
- *   virtio-echo   `cat` echoing /dev/hvc0 in raw mode (the channel's round trip), and a
- *                 flood of N bytes on /dev/hvc1 when N is written to it (its throughput)
+ *   virtio-echo   `cat` echoing the virtio console's port 0 (the channel's round trip), and
+ *                 a flood of N bytes on its port 1 when N is written to it (its throughput)
  *
  * These run v86 in this process, with nothing between the emulator and the measurement.
  */
@@ -50,7 +50,7 @@ export interface RawMachine {
   readonly serialCommand: (command: string) => Promise<string>
   /** One byte to the guest's echo and back. */
   readonly virtioRoundTrip: () => Promise<void>
-  /** Asks the guest for `bytes` bytes on hvc1; resolves when they all arrived. */
+  /** Asks the guest for `bytes` bytes on the console's port 1; resolves when they all arrived. */
   readonly virtioFlood: (bytes: number) => Promise<void>
   readonly destroy: () => Promise<void>
 }

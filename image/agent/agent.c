@@ -9,6 +9,7 @@
  * poll() loop over the console, the commands' pipes and a signalfd for SIGCHLD.
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -1717,6 +1718,31 @@ static void ensure_standard_fds(void)
 	}
 }
 
+/*
+ * The virtio console's port 0, where the host talks to the agent. The image's kernel
+ * keeps every port a generic port, /dev/vport<device>p<port>, read and written without
+ * a tty (image/patches/virtio-console-generic-ports.patch); a stock kernel makes the
+ * ports v86 offers ttys instead, port 0 being /dev/hvc0.
+ */
+static const char *default_console(void)
+{
+	static char path[64];
+	DIR *ports = opendir("/sys/class/virtio-ports");
+	struct dirent *entry;
+	while (ports && (entry = readdir(ports))) {
+		size_t len = strlen(entry->d_name);
+		if (strncmp(entry->d_name, "vport", 5) == 0 && len < sizeof path - 5 &&
+		    strcmp(entry->d_name + len - 2, "p0") == 0) {
+			snprintf(path, sizeof path, "/dev/%s", entry->d_name);
+			closedir(ports);
+			return path;
+		}
+	}
+	if (ports)
+		closedir(ports);
+	return "/dev/hvc0";
+}
+
 static void open_console(const char *path, bool use_stdio)
 {
 	if (use_stdio) {
@@ -1823,7 +1849,7 @@ static _Noreturn void usage(void)
 
 int main(int argc, char **argv)
 {
-	const char *console_path = "/dev/hvc0";
+	const char *console_path = NULL;
 	bool use_stdio = false;
 
 	for (int i = 1; i < argc; i++) {
@@ -1844,5 +1870,5 @@ int main(int argc, char **argv)
 		if (agent > 0)
 			supervise(agent);
 	}
-	run_agent(console_path, use_stdio);
+	run_agent(console_path ? console_path : default_console(), use_stdio);
 }

@@ -650,9 +650,9 @@ const exitStatus = (ended: ChannelExit): ExitStatus =>
 /**
  * exec's path: the command runs on a channel that gathers its output as text, and exec
  * waits for its exit; no scope, and no fiber unless it has a timeout or stdin to feed.
- * Interrupted, it kills the command as `start`'s scope would. (The same work as `start`
- * and reading both streams, for about half the host's time per command: measured with
- * the testkit's replay, 190 -> 90 µs per `exec("true")`.)
+ * Interrupted, it kills the command as `start`'s scope would. (The same results as
+ * `start` and reading both streams, for about half the host's time per command: the
+ * testkit's replay, ~190 -> ~100 µs per `exec("true")`; docs/profiling.md.)
  */
 const runToExit = (
   client: AgentClient,

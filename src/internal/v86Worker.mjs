@@ -15,7 +15,7 @@
 //                              to resume initialState with it (compiledCode.mjs)
 //   { type: "pause" }          stop the emulator and drop its pending input and output: its
 //                              sandbox is gone, the emulator waits for a "boot" with reuse
-//   { type: "input", bytes }   bytes for the agent console (guest /dev/hvc0)
+//   { type: "input", bytes }   bytes for the agent console (the virtio console's port 0)
 //   { type: "save", id }       save the machine state
 //   { type: "save-code", id }  save the machine state and its compiled code (recorded: boot's code.record)
 //   { type: "files-reply", id, bytes }  the 9P reply to the "files" request `id`
@@ -23,7 +23,7 @@
 //   { type: "crash", how }     test hook: crash ("throw", uncaught) or end the thread ("exit")
 // Messages out:
 //   { _tag: "started" }                 the emulator runs; input may be sent
-//   { _tag: "agent", bytes }            bytes the guest wrote to /dev/hvc0
+//   { _tag: "agent", bytes }            bytes the guest wrote to the agent console
 //   { _tag: "serial", bytes }           bytes the guest wrote to ttyS0 (kernel log)
 //   { _tag: "saved", id, state }        answer to "save"
 //   { _tag: "code-saved", id, state, code }  answer to "save-code" (code: compiledCode.mjs's `saveCode`)
