@@ -614,27 +614,34 @@ const openChannel = (
     if (options.stdin !== undefined && options.stdin !== "pipe") {
       yield* Effect.forkScoped(feedStdin(channel, options.stdin))
     }
-    const exit = Effect.flatMap(channel.exit, (ended): Effect.Effect<ExitStatus, CommandTimeout | OutputLimitExceeded> => {
-      switch (channel.termination) {
-        case "timeout":
-          return Effect.fail(
-            new CommandTimeout({
-              command,
-              timeoutMillis: Duration.toMillis(options.timeout ?? Duration.zero),
-              stdout: "",
-              stderr: ""
-            })
-          )
-        case "outputLimit":
-          return Effect.fail(
-            new OutputLimitExceeded({ command, maxOutputBytes: channel.outputLimit ?? 0, stdout: "", stderr: "" })
-          )
-        default:
-          return Effect.succeed(exitStatus(ended))
-      }
-    })
+    const exit = Effect.flatMap(channel.exit, (ended) => outcome(command, options, channel, ended, noText))
     return { channel, exit }
   })
+
+/**
+ * How a command ended, for its caller: its exit status, or the error the client's
+ * killing it gives (carrying `text`, its output so far, where it was gathered).
+ */
+const outcome = (
+  command: string,
+  options: DecodedExecOptions,
+  channel: Channel,
+  ended: ChannelExit,
+  text: { readonly stdout: string; readonly stderr: string }
+): Effect.Effect<ExitStatus, CommandTimeout | OutputLimitExceeded> => {
+  switch (channel.termination) {
+    case "timeout":
+      return Effect.fail(
+        new CommandTimeout({ command, timeoutMillis: Duration.toMillis(options.timeout ?? Duration.zero), ...text })
+      )
+    case "outputLimit":
+      return Effect.fail(new OutputLimitExceeded({ command, maxOutputBytes: channel.outputLimit ?? 0, ...text }))
+    default:
+      return Effect.succeed(exitStatus(ended))
+  }
+}
+
+const noText = { stdout: "", stderr: "" }
 
 const channelRequest = (command: string, options: DecodedExecOptions): ChannelRequest => ({
   command,
@@ -665,25 +672,13 @@ const runToExit = (
       channel.outputLimit = options.maxOutputBytes
       return restore(awaitExit(channel, options)).pipe(
         Effect.onInterrupt(() => endChannel(channel)),
-        Effect.flatMap((ended): Effect.Effect<ExecResult, CommandTimeout | OutputLimitExceeded> => {
-          const { stdout, stderr } = output.collected()
-          switch (channel.termination) {
-            case "timeout":
-              return Effect.fail(
-                new CommandTimeout({
-                  command,
-                  timeoutMillis: Duration.toMillis(options.timeout ?? Duration.zero),
-                  stdout,
-                  stderr
-                })
-              )
-            case "outputLimit":
-              return Effect.fail(
-                new OutputLimitExceeded({ command, maxOutputBytes: channel.outputLimit ?? 0, stdout, stderr })
-              )
-            default:
-              return Effect.succeed({ ...exitStatus(ended), stdout, stderr: stderr + startErrorLine(ended) })
-          }
+        Effect.flatMap((ended) => {
+          const text = output.collected()
+          return Effect.map(outcome(command, options, channel, ended, text), (status): ExecResult => ({
+            ...status,
+            stdout: text.stdout,
+            stderr: text.stderr + startErrorLine(ended)
+          }))
         })
       )
     })
