@@ -94,7 +94,10 @@ export class QueuedOutput implements ChannelOutput {
   }
 }
 
-/** Output gathered as text as it arrives: invalid UTF-8 becomes U+FFFD, a character split across chunks is decoded whole. */
+/**
+ * Output gathered as text as it arrives: invalid UTF-8 becomes U+FFFD, a character split
+ * across chunks is decoded whole.
+ */
 export class TextOutput implements ChannelOutput {
   private readonly decoders = { stdout: new TextDecoder("utf-8"), stderr: new TextDecoder("utf-8") }
   private readonly texts = { stdout: "", stderr: "" }
@@ -253,6 +256,7 @@ export class Channel {
     return Effect.zipRight(this.terminate("outputLimit"), this.returnCredit())
   }
 
+  /** Hands output on; what the output takes at once (text) is credited now, the rest as readers take it. */
   private deliver(kind: "stdout" | "stderr", bytes: Uint8Array): void {
     if (this.output.deliver(kind, bytes)) this.uncreditedBytes += bytes.length
   }
