@@ -102,6 +102,17 @@ describe("replaying a scripted transcript", () => {
       expect(yield* process.exitCode).toBe(result.exitCode)
     }).pipe(Effect.scoped, Effect.provide(replayed(script([{ command: "streamed", ...result }])))), { fastCheck: { numRuns: 30 } })
 
+  it.effect("one exec effect run twice gives each run its own output", () =>
+    Effect.gen(function*() {
+      const box = yield* V86Box
+      const echo = box.exec("echo")
+      expect(yield* echo).toEqual({ exitCode: 0, stdout: "first\n", stderr: "" })
+      expect(yield* echo).toEqual({ exitCode: 1, stdout: "second\n", stderr: "e\n" })
+    }).pipe(Effect.provide(replayed(script([
+      { command: "echo", stdout: "first\n" },
+      { command: "echo", stdout: "second\n", stderr: "e\n", exitCode: 1 }
+    ])))))
+
   it.effect("a signal death replays as exit code and signal name", () =>
     Effect.gen(function*() {
       const box = yield* V86Box

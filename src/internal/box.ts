@@ -665,10 +665,11 @@ const runToExit = (
   client: AgentClient,
   command: string,
   options: DecodedExecOptions
-): Effect.Effect<ExecResult, CommandTimeout | OutputLimitExceeded | MachineError | InvalidOptions> => {
-  const output = new TextOutput()
-  return Effect.uninterruptibleMask((restore) =>
-    Effect.flatMap(client.open(channelRequest(command, options), output), (channel) => {
+): Effect.Effect<ExecResult, CommandTimeout | OutputLimitExceeded | MachineError | InvalidOptions> =>
+  Effect.uninterruptibleMask((restore) => {
+    // Made as the effect runs: the same exec effect run again gathers its own output.
+    const output = new TextOutput()
+    return Effect.flatMap(client.open(channelRequest(command, options), output), (channel) => {
       channel.outputLimit = options.maxOutputBytes
       return restore(awaitExit(channel, options)).pipe(
         Effect.onInterrupt(() => endChannel(channel)),
@@ -682,8 +683,7 @@ const runToExit = (
         })
       )
     })
-  )
-}
+  })
 
 /** The channel's exit, once its stdin (if any) is fed; past the timeout the command is killed first. */
 const awaitExit = (channel: Channel, options: DecodedExecOptions): Effect.Effect<ChannelExit, MachineError> => {
