@@ -38,6 +38,9 @@ export const percentile = (values: ReadonlyArray<number>, p: number): number => 
 
 const benchInit = "/usr/lib/v86box/bench-init"
 
+/** The longest a peer may take to answer one step (a command, an echo, a flood): minutes, not forever. */
+const stepTimeoutMs = 300_000
+
 /** The image's command line without its own choice of init. */
 const withoutInit = (cmdline: string) =>
   cmdline.split(/\s+/).filter((word) => !word.startsWith("init=") && !word.startsWith("rdinit=")).join(" ")
@@ -110,22 +113,44 @@ export const bootRawMachine = async (mode: BenchMode, timeoutMs = 60_000): Promi
       if (flood.received >= flood.expected) flood.done?.()
     })
 
+    /**
+     * An answer the peer owes, bounded: a byte the guest never echoes (v86 drops console
+     * input when the guest has no free buffer) fails the run, naming the step, instead of
+     * hanging the benchmark.
+     */
+    const answered = <A>(step: string, answer: Promise<A>): Promise<A> => {
+      let timer: ReturnType<typeof setTimeout> | undefined
+      const late = new Promise<never>((_, rejectLate) => {
+        timer = setTimeout(
+          () => rejectLate(new Error(`bench mode ${mode}: no answer to ${step} in ${stepTimeoutMs} ms:\n${serial.slice(-2000)}`)),
+          stepTimeoutMs
+        )
+      })
+      return Promise.race([answer, late]).finally(() => clearTimeout(timer))
+    }
+
     const machine: RawMachine = {
       serialCommand: (command) => {
         const output = untilPrompt()
         for (const byte of new TextEncoder().encode(`${command}\n`)) emulator.serial0_send(String.fromCharCode(byte))
-        return output.then((text) => text.slice(text.indexOf("\n") + 1))
+        return answered(`the serial command "${command}"`, output.then((text) => text.slice(text.indexOf("\n") + 1)))
       },
       virtioRoundTrip: () =>
-        new Promise<void>((resolveEcho) => {
-          echoWaiter = resolveEcho
-          emulator.bus.send("virtio-console0-input-bytes", Uint8Array.of(0x2e))
-        }),
+        answered(
+          "a 1-byte echo",
+          new Promise<void>((resolveEcho) => {
+            echoWaiter = resolveEcho
+            emulator.bus.send("virtio-console0-input-bytes", Uint8Array.of(0x2e))
+          })
+        ),
       virtioFlood: (bytes) =>
-        new Promise<void>((resolveFlood) => {
-          flood = { expected: bytes, received: 0, done: resolveFlood }
-          emulator.bus.send("virtio-console1-input-bytes", new TextEncoder().encode(`${bytes}\n`))
-        }),
+        answered(
+          `a flood of ${bytes} bytes`,
+          new Promise<void>((resolveFlood) => {
+            flood = { expected: bytes, received: 0, done: resolveFlood }
+            emulator.bus.send("virtio-console1-input-bytes", new TextEncoder().encode(`${bytes}\n`))
+          })
+        ),
       destroy: () => emulator.destroy()
     }
 
