@@ -23,7 +23,6 @@ import {
   type Frame,
   MAX_PAYLOAD_BYTES,
   PROTOCOL_VERSION,
-  type ProtocolError,
   STDIN_WINDOW
 } from "./protocol.ts"
 
@@ -389,12 +388,7 @@ export class AgentClient {
     return Effect.gen(function*() {
       while (true) {
         const bytes = yield* self.machine.receive
-        let frames: Array<Frame>
-        try {
-          frames = self.decoder.push(bytes)
-        } catch (error) {
-          return yield* Effect.fail(self.protocolError((error as ProtocolError).message))
-        }
+        const frames = yield* self.decodeOr(() => self.decoder.push(bytes))
         for (const frame of frames) yield* self.dispatch(frame)
       }
     }).pipe(Effect.catchAll((error) => self.failAll(error)))
