@@ -1,8 +1,8 @@
 /**
  * The Machine: the lowest seam of v86box. A console byte stream in each direction (to
  * and from the guest agent on the virtio console's port 0) plus what the layers above
- * need to report failures and to snapshot. Everything above it runs the same whether the bytes come from
- * a live v86 emulator or from a recorded transcript (testkit/).
+ * need to report failures and to snapshot. Everything above it runs the same whether the
+ * bytes come from a live v86 emulator or from a recorded transcript (testkit/).
  */
 import type * as Effect from "effect/Effect"
 import type { MachineError } from "../Errors.ts"
