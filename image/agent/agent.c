@@ -1718,28 +1718,46 @@ static void ensure_standard_fds(void)
 	}
 }
 
-/*
- * The virtio console's port 0, where the host talks to the agent. The image's kernel
- * keeps every port a generic port, /dev/vport<device>p<port>, read and written without
- * a tty (image/patches/virtio-console-generic-ports.patch); a stock kernel makes the
- * ports v86 offers ttys instead, port 0 being /dev/hvc0.
- */
-static const char *default_console(void)
+/* Port 0's node in /dev, or NULL while the kernel has not made it yet. */
+static const char *find_port0(void)
 {
 	static char path[64];
+	const char *found = NULL;
 	DIR *ports = opendir("/sys/class/virtio-ports");
 	struct dirent *entry;
-	while (ports && (entry = readdir(ports))) {
+	while (ports && !found && (entry = readdir(ports))) {
 		size_t len = strlen(entry->d_name);
 		if (strncmp(entry->d_name, "vport", 5) == 0 && len < sizeof path - 5 &&
 		    strcmp(entry->d_name + len - 2, "p0") == 0) {
 			snprintf(path, sizeof path, "/dev/%s", entry->d_name);
-			closedir(ports);
-			return path;
+			if (access(path, F_OK) == 0)
+				found = path;
 		}
 	}
 	if (ports)
 		closedir(ports);
+	return found;
+}
+
+/*
+ * The virtio console's port 0, where the host talks to the agent. The image's kernel
+ * keeps every port a generic port, /dev/vport<device>p<port>, read and written without
+ * a tty (image/patches/virtio-console-generic-ports.patch); a stock kernel makes the
+ * ports v86 offers ttys instead, port 0 being /dev/hvc0. The driver adds ports from a
+ * work queue once the host has announced them, which may still be pending when init
+ * starts the agent: wait for one (10 s at most, then opening /dev/hvc0 fails by name).
+ */
+static const char *default_console(void)
+{
+	const struct timespec millisecond = { 0, 1000000 };
+	for (int waited = 0; waited < 10000; waited++) {
+		const char *port = find_port0();
+		if (port)
+			return port;
+		if (access("/dev/hvc0", F_OK) == 0)
+			break;
+		nanosleep(&millisecond, NULL);
+	}
 	return "/dev/hvc0";
 }
 
@@ -1870,5 +1888,5 @@ int main(int argc, char **argv)
 		if (agent > 0)
 			supervise(agent);
 	}
-	run_agent(console_path ? console_path : default_console(), use_stdio);
+	run_agent(use_stdio || console_path ? console_path : default_console(), use_stdio);
 }
