@@ -171,10 +171,25 @@ const waitUntil = async (condition: () => boolean, timeoutMs = 2000): Promise<bo
 
 const waitUntilDead = (pid: number, timeoutMs = 1000): Promise<boolean> => waitUntil(() => !isAlive(pid), timeoutMs)
 
-/** A private PID namespace lets the agent run as PID 1, where power-off only ends the namespace. */
+/**
+ * A private PID namespace lets the agent run as PID 1, where power-off only ends the
+ * namespace. As PID 1 it also says it is exiting on /dev/kmsg (or /dev/ttyS0): that is
+ * for the guest's kernel log, not this machine's, so a mount namespace around it gets
+ * /dev/null over both first (before the PID namespace, whose pids start at 1 with it).
+ */
+const asPid1 = (program: string, ...args: Array<string>) => [
+  "--mount",
+  "sh",
+  "-c",
+  'for dev in /dev/kmsg /dev/ttyS0; do if [ -e "$dev" ]; then mount --bind /dev/null "$dev" || exit; fi; done; exec unshare --pid --fork --mount-proc "$@"',
+  "sh",
+  program,
+  ...args
+]
+
 const canRunAsPid1 = (() => {
   try {
-    execFileSync("unshare", ["--pid", "--fork", "--mount-proc", "true"], { stdio: "ignore" })
+    execFileSync("unshare", asPid1("true"), { stdio: "ignore" })
     return true
   } catch {
     return false
@@ -229,7 +244,7 @@ describe("agent startup", () => {
 describe.skipIf(!canRunAsPid1)("the agent as PID 1", () => {
   const startAsPid1 = async (): Promise<Agent> => {
     const agent = new Agent(
-      spawn("unshare", ["--pid", "--fork", "--mount-proc", agentBinary, "--stdio"], { stdio: ["pipe", "pipe", "pipe"] })
+      spawn("unshare", asPid1(agentBinary, "--stdio"), { stdio: ["pipe", "pipe", "pipe"] })
     )
     running.push(agent)
     await agent.waitFor((frame) => frame.type === FrameType.READY)
