@@ -1740,27 +1740,35 @@ static const char *find_port0(void)
 }
 
 /*
- * The virtio console's port 0, where the host talks to the agent. The image's kernel
- * keeps every port a generic port, /dev/vport<device>p<port>, read and written without
- * a tty (image/patches/virtio-console-generic-ports.patch); a stock kernel makes the
- * ports v86 offers ttys instead, port 0 being /dev/hvc0. The driver adds ports from a
- * work queue once the host has announced them, which may still be pending when init
- * starts the agent: wait for one (10 s at most, then opening /dev/hvc0 fails by name).
+ * Opens the virtio console's port 0, where the host talks to the agent. The image's
+ * kernel keeps every port a generic port, /dev/vport<device>p<port>, read and written
+ * without a tty (image/patches/virtio-console-generic-ports.patch). A stock kernel makes
+ * every port v86 offers a console instead: port 0 is the tty /dev/hvc0, and its vport
+ * node refuses to open (ENXIO). The driver adds ports from a work queue once the host
+ * has announced them, which may still be pending when init starts the agent: wait for
+ * one, 10 s at most.
  */
-static const char *default_console(void)
+static int open_default_console(void)
 {
 	const struct timespec millisecond = { 0, 1000000 };
 	for (int waited = 0; waited < 10000; waited++) {
 		const char *port = find_port0();
-		if (port)
-			return port;
+		if (port) {
+			int fd = open(port, O_RDWR | O_NOCTTY | O_CLOEXEC);
+			if (fd >= 0)
+				return fd;
+			if (errno != ENXIO)
+				die(port);
+		}
 		if (access("/dev/hvc0", F_OK) == 0)
-			break;
+			return open("/dev/hvc0", O_RDWR | O_NOCTTY | O_CLOEXEC);
 		nanosleep(&millisecond, NULL);
 	}
-	return "/dev/hvc0";
+	errno = ENODEV;
+	return -1;
 }
 
+/* path NULL: the virtio console's port 0. */
 static void open_console(const char *path, bool use_stdio)
 {
 	if (use_stdio) {
@@ -1768,9 +1776,9 @@ static void open_console(const char *path, bool use_stdio)
 		console_out = 1;
 		return;
 	}
-	int fd = open(path, O_RDWR | O_NOCTTY | O_CLOEXEC);
+	int fd = path ? open(path, O_RDWR | O_NOCTTY | O_CLOEXEC) : open_default_console();
 	if (fd < 0)
-		die(path);
+		die(path ? path : "the virtio console's port 0 (/dev/vport*p0 or /dev/hvc0)");
 	if (isatty(fd)) {
 		struct termios raw;
 		if (tcgetattr(fd, &raw) < 0)
@@ -1888,5 +1896,5 @@ int main(int argc, char **argv)
 		if (agent > 0)
 			supervise(agent);
 	}
-	run_agent(use_stdio || console_path ? console_path : default_console(), use_stdio);
+	run_agent(console_path, use_stdio);
 }
