@@ -114,9 +114,10 @@ export const bootRawMachine = async (mode: BenchMode, timeoutMs = 60_000): Promi
     })
 
     /**
-     * An answer the peer owes, bounded: a byte the guest never echoes (v86 drops console
-     * input when the guest has no free buffer) fails the run, naming the step, instead of
-     * hanging the benchmark.
+     * An answer the peer owes, bounded: a byte the guest never echoes (a generic port
+     * drops what arrives while nobody has it open, which is why bench-init opens its
+     * ports before it says ready) fails the run, naming the step, instead of hanging the
+     * benchmark.
      */
     const answered = <A>(step: string, answer: Promise<A>): Promise<A> => {
       let timer: ReturnType<typeof setTimeout> | undefined
