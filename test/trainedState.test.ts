@@ -103,6 +103,19 @@ describe("trained state files", () => {
       expect(yield* Effect.either(TrainedState.read(join(root, "missing"), origin))).toEqual(Either.left("no such file"))
     }))
 
+  it.effect("exists: one for this machine and V8 whose size fits its header; not for another machine, a cut file or none", () =>
+    Effect.gen(function*() {
+      const path = yield* written()
+      expect(yield* TrainedState.exists(path, origin)).toBe(true)
+      expect(yield* TrainedState.exists(path, { ...origin, memoryMB: 128 })).toBe(false)
+      expect(yield* TrainedState.exists(join(root, "missing"), origin)).toBe(false)
+      const cut = yield* written()
+      writeFileSync(cut, readFileSync(cut).subarray(0, -10))
+      expect(yield* TrainedState.exists(cut, origin)).toBe(false)
+      writeFileSync(cut, "v86box-state 1\n{}\n")
+      expect(yield* TrainedState.exists(cut, origin)).toBe(false)
+    }))
+
   it.effect("a damaged module is not handed out: reading it says so and throws", () =>
     Effect.gen(function*() {
       const path = yield* written()

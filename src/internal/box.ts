@@ -295,7 +295,7 @@ const standbyRecipe = (
       // Idle means no sandbox at all: one built with `standby: false` takes no standby.
       if (V86Machine.runningWorkerCount() > 0) return
       const trainedPath = TrainedState.pathFor(key.statePath)
-      if (Option.isSome(yield* TrainedState.readOption(trainedPath, origin))) return
+      if (yield* TrainedState.exists(trainedPath, origin)) return
       const saved = yield* WarmStart.read(key.statePath)
       if (Option.isNone(saved)) return
       // A new emulator that records all the code v86 compiles in it.

@@ -24,7 +24,7 @@ import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Option from "effect/Option"
 import { createHash } from "node:crypto"
-import { open, rm } from "node:fs/promises"
+import { type FileHandle, open, rm } from "node:fs/promises"
 import { arch, cpus } from "node:os"
 import { basename, dirname } from "node:path"
 import * as CacheFiles from "./cacheFiles.ts"
@@ -128,26 +128,42 @@ const isHeader = (value: unknown): value is Header => {
  * The trained state at `path` if it is one made for a machine of `expected` in this V8;
  * why not otherwise ("no such file", a broken file...).
  */
+/**
+ * The header of the open trained state `file` and where its body starts, if it was made
+ * for a machine of `expected` in this V8 and its size is what the header says; why not
+ * otherwise. Reads only the file's start.
+ */
+const checkHeader = async (
+  file: FileHandle,
+  expected: StateFile.StateOrigin
+): Promise<{ readonly header: Header; readonly start: number } | string> => {
+  const { size } = await file.stat()
+  const head = Buffer.alloc(Math.min(size, HEADER_BYTES))
+  await file.read(head, 0, head.length, 0)
+  const split = StateFile.splitHeader(head, MAGIC, "trained state")
+  if (Either.isLeft(split)) return split.left
+  const header = split.right.header
+  if (!isHeader(header)) return "its header is not a trained state's"
+  const mismatch = StateFile.mismatch(header.origin, expected)
+  if (mismatch !== undefined) return mismatch
+  if (header.v8 !== process.versions.v8) return `it was made by V8 ${header.v8}, this is ${process.versions.v8}`
+  const start = split.right.bodyStart
+  const modulesBytes = header.modules.reduce((total, [, wire, code]) => total + wire + code, 0)
+  const bodyBytes = header.stateBytes + header.engine.pages * (4 + PAGE_BYTES) + modulesBytes
+  if (start + bodyBytes !== size) return "its size does not match its header"
+  return { header, start }
+}
+
 export const read = (path: string, expected: StateFile.StateOrigin): Effect.Effect<TrainedState, string> =>
   Effect.tryPromise({
     try: async (): Promise<TrainedState | string> => {
       const file = await open(path, "r")
       try {
-        const { size } = await file.stat()
-        const head = Buffer.alloc(Math.min(size, HEADER_BYTES))
-        await file.read(head, 0, head.length, 0)
-        const split = StateFile.splitHeader(head, MAGIC, "trained state")
-        if (Either.isLeft(split)) return split.left
-        const header = split.right.header
-        if (!isHeader(header)) return "its header is not a trained state's"
-        const mismatch = StateFile.mismatch(header.origin, expected)
-        if (mismatch !== undefined) return mismatch
-        if (header.v8 !== process.versions.v8) return `it was made by V8 ${header.v8}, this is ${process.versions.v8}`
-        const start = split.right.bodyStart
+        const checked = await checkHeader(file, expected)
+        if (typeof checked === "string") return checked
+        const { header, start } = checked
         const pagesBytes = header.engine.pages * 4
         const packedBytes = header.engine.pages * PAGE_BYTES
-        const modulesBytes = header.modules.reduce((total, [, wire, code]) => total + wire + code, 0)
-        if (start + header.stateBytes + pagesBytes + packedBytes + modulesBytes !== size) return "its size does not match its header"
         const state = new Uint8Array(header.stateBytes)
         const engine = new Uint8Array(pagesBytes + packedBytes)
         const [stateRead, engineRead] = [
@@ -186,6 +202,27 @@ export const read = (path: string, expected: StateFile.StateOrigin): Effect.Effe
     },
     catch: StateFile.readFailure
   }).pipe(Effect.flatMap((result) => typeof result === "string" ? Effect.fail(result) : Effect.succeed(result)))
+
+/**
+ * Whether there is a trained state at `path` for a machine of `expected` in this V8, by its
+ * header and size alone: the training's "is there one already?", asked at each idle
+ * moment, without reading and hashing ~60 MB. A body damaged since it was written is found
+ * by the `read` that resumes it, which then removes the file (box.ts), and the next idle
+ * moment trains again.
+ */
+export const exists = (path: string, expected: StateFile.StateOrigin): Effect.Effect<boolean> =>
+  Effect.promise(async () => {
+    try {
+      const file = await open(path, "r")
+      try {
+        return typeof await checkHeader(file, expected) !== "string"
+      } finally {
+        await file.close()
+      }
+    } catch {
+      return false
+    }
+  })
 
 /** `read`, with anything unreadable as none. */
 export const readOption = (path: string, expected: StateFile.StateOrigin): Effect.Effect<Option.Option<TrainedState>> =>
