@@ -125,10 +125,6 @@ const isHeader = (value: unknown): value is Header => {
 }
 
 /**
- * The trained state at `path` if it is one made for a machine of `expected` in this V8;
- * why not otherwise ("no such file", a broken file...).
- */
-/**
  * The header of the open trained state `file` and where its body starts, if it was made
  * for a machine of `expected` in this V8 and its size is what the header says; why not
  * otherwise. Reads only the file's start.
@@ -154,6 +150,10 @@ const checkHeader = async (
   return { header, start }
 }
 
+/**
+ * The trained state at `path` if it is one made for a machine of `expected` in this V8;
+ * why not otherwise ("no such file", a broken file...).
+ */
 export const read = (path: string, expected: StateFile.StateOrigin): Effect.Effect<TrainedState, string> =>
   Effect.tryPromise({
     try: async (): Promise<TrainedState | string> => {
