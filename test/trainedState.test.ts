@@ -7,7 +7,8 @@
 import { afterAll, describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
-import { mkdtempSync, readdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from "node:fs"
+import * as Option from "effect/Option"
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { codeReader } from "../src/internal/compiledCode.mjs"
@@ -114,6 +115,22 @@ describe("trained state files", () => {
       expect(yield* TrainedState.exists(cut, origin)).toBe(false)
       writeFileSync(cut, "v86box-state 1\n{}\n")
       expect(yield* TrainedState.exists(cut, origin)).toBe(false)
+    }))
+
+  it.effect("readOption: none for a missing file; a damaged one is removed, so that training makes a new one", () =>
+    Effect.gen(function*() {
+      expect(yield* TrainedState.readOption(join(root, "missing"), origin)).toEqual(Option.none())
+      const path = yield* written()
+      expect(Option.isSome(yield* TrainedState.readOption(path, origin))).toBe(true)
+      // One bit of v86's memory in it flipped: the header and size still fit.
+      const damaged = yield* written((file) => {
+        const at = file.indexOf(0x0a, file.indexOf(0x0a) + 1) + 1 + trained.state.length + 12 + 100
+        file[at] = file[at]! ^ 1
+      })
+      expect(yield* TrainedState.exists(damaged, origin)).toBe(true)
+      expect(yield* TrainedState.readOption(damaged, origin)).toEqual(Option.none())
+      expect(existsSync(damaged)).toBe(false)
+      expect(existsSync(path)).toBe(true)
     }))
 
   it.effect("a damaged module is not handed out: reading it says so and throws", () =>

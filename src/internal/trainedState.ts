@@ -207,8 +207,8 @@ export const read = (path: string, expected: StateFile.StateOrigin): Effect.Effe
  * Whether there is a trained state at `path` for a machine of `expected` in this V8, by its
  * header and size alone: the training's "is there one already?", asked at each idle
  * moment, without reading and hashing ~60 MB. A body damaged since it was written is found
- * by the `read` that resumes it, which then removes the file (box.ts), and the next idle
- * moment trains again.
+ * when a sandbox or standby resumes it (`readOption`, which removes the file), and the
+ * next idle moment trains again.
  */
 export const exists = (path: string, expected: StateFile.StateOrigin): Effect.Effect<boolean> =>
   Effect.promise(async () => {
@@ -224,9 +224,23 @@ export const exists = (path: string, expected: StateFile.StateOrigin): Effect.Ef
     }
   })
 
-/** `read`, with anything unreadable as none. */
+/**
+ * `read`, with anything unreadable as none. A file that is there but will not do (damaged,
+ * cut short, made for another machine) is removed, so that the next idle moment trains a
+ * new one: `exists`, the training's check, looks at the header and size only.
+ */
 export const readOption = (path: string, expected: StateFile.StateOrigin): Effect.Effect<Option.Option<TrainedState>> =>
-  read(path, expected).pipe(Effect.option)
+  read(path, expected).pipe(
+    Effect.map(Option.some),
+    Effect.catchAll((reason) =>
+      reason === "no such file"
+        ? Effect.succeedNone
+        : Effect.logWarning(`v86box: the trained state ${path} will not do (${reason}); removing it`).pipe(
+          Effect.zipRight(Effect.tryPromise(() => rm(path, { force: true })).pipe(Effect.ignore)),
+          Effect.as(Option.none())
+        )
+    )
+  )
 
 /**
  * Writes it atomically beside its warm-start state; in the SDK's states dir older trained
