@@ -2,7 +2,8 @@
  * The root disk is one file on the host that every sandbox reads (src/internal/
  * fileDisk.mjs). A guest that writes its raw disk changes its own view only: not the
  * file, not a sandbox running beside it, not the next one; and its snapshot keeps what
- * it wrote, as it keeps everything else of that machine.
+ * it wrote, as it keeps everything else of that machine. And what is on it beyond
+ * bookworm's packages: jq 1.7, built from trixie's source (image/build.sh, build_jq).
  */
 import { describe, expect, it } from "@effect/vitest"
 import * as Context from "effect/Context"
@@ -51,4 +52,15 @@ describe("the shared root disk", () => {
       // The file itself is what it was.
       expect(createHash("sha256").update(readFileSync(disk.path)).digest("hex")).toBe(disk.sha256)
     }), 300_000)
+
+  it.live("jq is 1.7 (bookworm has 1.6), with its regular expressions and number literals", () =>
+    withBox({}, (box) =>
+      Effect.gen(function*() {
+        const result = yield* box.exec(
+          `jq --version; echo '{"name":"x-y","n":1.000}' | jq -c '[(.name | test("x.")), (.name | sub("-"; "+")), .n]'`
+        )
+        expect(result.stderr).toBe("")
+        // 1.7 keeps a number literal as written (1.6 printed 1) and says its version so.
+        expect(result.stdout).toBe('jq-1.7\n[true,"x+y",1.000]\n')
+      })), 120_000)
 })
