@@ -248,16 +248,20 @@ declare -A DEB
 while read -r pkg ver arch sha src srcver; do
   DEB[$pkg]=$(fetch_deb "$pkg" "$ver" "$arch" "$sha")
 done < <(lock_rows rootfs; lock_rows jq-build; if [ "$MODE" = all ]; then lock_rows kernel; lock_rows bios; fi)
+# check_dsc path sha256: dies unless the downloaded .dsc is the one packages.lock pins
+# (dpkg-source -x then checks the files it lists against it).
+check_dsc() {
+  local got; got=$(sha256sum "$1" | cut -d' ' -f1)
+  [ "$got" = "$2" ] || die "checksum mismatch for ${1##*/}: packages.lock says $2, the download is $got. assets/ is unchanged."
+}
 read -r _ BASH_SRC_VERSION _ BASH_DSC_SHA _ _ < <(lock_rows bash-source)
 [ -n "${BASH_DSC_SHA:-}" ] || die "packages.lock has no bash-source row: run image/build.sh --update-lock"
 BASH_DSC=$(download_source bash "$BASH_SRC_VERSION")
-got=$(sha256sum "$BASH_DSC" | cut -d' ' -f1)
-[ "$got" = "$BASH_DSC_SHA" ] || die "checksum mismatch for bash_$BASH_SRC_VERSION.dsc: packages.lock says $BASH_DSC_SHA, the download is $got. assets/ is unchanged."
+check_dsc "$BASH_DSC" "$BASH_DSC_SHA"
 read -r _ JQ_SRC_VERSION _ JQ_DSC_SHA _ _ < <(lock_rows jq-source)
 [ -n "${JQ_DSC_SHA:-}" ] || die "packages.lock has no jq-source row: run image/build.sh --update-lock"
 JQ_DSC=$(download_pool_source jq "$JQ_SRC_VERSION" "$JQ_POOL")
-got=$(sha256sum "$JQ_DSC" | cut -d' ' -f1)
-[ "$got" = "$JQ_DSC_SHA" ] || die "checksum mismatch for jq_$JQ_SRC_VERSION.dsc: packages.lock says $JQ_DSC_SHA, the download is $got. assets/ is unchanged."
+check_dsc "$JQ_DSC" "$JQ_DSC_SHA"
 
 sha_of() { sha256sum "$1" | cut -d' ' -f1; }
 
